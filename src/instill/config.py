@@ -1,0 +1,279 @@
+"""The one validated config schema, loaded from YAML plus `key.sub=value` overrides.
+
+YAML files and command-line overrides are only *inputs*: both are merged into one plain dict that
+is validated once by pydantic. Every problem is reported at once, each naming its dotted key, the
+value received and what is expected; unknown keys get the nearest valid key suggested, so a typo
+fails at load time instead of being silently ignored mid-run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from instill.errors import ConfigError
+
+FormatName = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+FileType = Literal["auto", "json", "jsonl", "parquet", "csv"]
+MaskingStrategy = Literal["all_assistant", "last_assistant", "all"]
+TruncationPolicy = Literal["drop_row", "truncate_response", "drop_oldest_turns"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    """One data source: a file, a directory of files or a hub dataset id."""
+
+    path: str = Field(description="JSON/JSONL/Parquet/CSV file, directory, or hub dataset id.")
+    format: FormatName = Field("auto", description="Row format; `auto` detects it per file.")
+    file_type: FileType = Field("auto", description="File type; `auto` uses the extension.")
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Map from the format's field name to the column name in this source, "
+        "e.g. {instruction: question, output: answer}.",
+    )
+    roles: dict[str, Literal["system", "user", "assistant"]] = Field(
+        default_factory=dict,
+        description="Extra role names of this source mapped to system/user/assistant.",
+    )
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="Mixing weight: each row is used `weight` times on average (2.0 doubles the "
+        "source, 0.5 keeps a seeded half).",
+    )
+    split: str = Field("train", description="Split name, for hub datasets.")
+    name: str | None = Field(None, description="Label used in statistics; defaults to the path.")
+
+    @field_validator("path")
+    @classmethod
+    def _path_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a non-empty path or dataset id")
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.name or self.path
+
+
+class ModelConfig(_Strict):
+    """Which model (and so which tokenizer) the data is prepared for."""
+
+    path: str = Field(
+        description="Hugging Face model dir or hub id, a .gguf file, or a registered name "
+        "(gemma-3-270m, smollm2-135m-instruct, tiny-random-llama, ...)."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer location if not `path`.")
+    trust_remote_code: bool = False
+
+
+class DataConfig(_Strict):
+    """Reading, rendering, masking, truncation and packing."""
+
+    sources: list[SourceConfig] = Field(min_length=1)
+    template: str = Field(
+        "auto",
+        description="`auto` (the tokenizer's own chat template, else the built-in whose turn "
+        "tokens the vocabulary has, else chatml), a built-in name (alpaca, chatml, llama3, "
+        "gemma), `tokenizer`, or a path to a Jinja file.",
+    )
+    end_of_turn: str | None = Field(
+        None, description="End-of-turn token of a Jinja template, when it cannot be inferred."
+    )
+    max_length: int = Field(2048, ge=8, description="Tokens per example (and per packed row).")
+    packing: bool = True
+    truncation: TruncationPolicy = "truncate_response"
+    masking: MaskingStrategy = "all_assistant"
+    on_bad_row: Literal["error", "skip"] = "error"
+    num_proc: int = Field(
+        0, ge=0, description="Worker processes for rendering/tokenizing; 0 picks automatically."
+    )
+
+
+class Config(_Strict):
+    """The whole run: model, data and where the outputs go."""
+
+    model: ModelConfig
+    data: DataConfig
+    output_dir: str = "runs/default"
+    seed: int = 0
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the resolved config as `config.yaml` into `directory`."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "config.yaml"
+        path.write_text(self.to_yaml())
+        return path
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> Config:
+    """Load a YAML config, apply `key.sub=value` overrides and validate once.
+
+    Args:
+        path: a YAML file; may be None when `base` is given.
+        overrides: strings like `data.max_length=512` or `data.sources.0.path=x.jsonl`; values
+            are parsed as YAML scalars/lists.
+        base: a dict used instead of (or under) the file's content.
+
+    Raises:
+        ConfigError: listing every problem with its dotted key.
+    """
+    raw: dict[str, Any] = copy.deepcopy(base or {})
+    source = None
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError([f"config file not found: {path}"], source)
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError([f"not valid YAML: {e}"], source) from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                [f"the top level must be a mapping of keys, got {type(loaded).__name__}"], source
+            )
+        raw = _deep_merge(raw, loaded)
+    for item in overrides or []:
+        apply_override(raw, item)
+    return validate_config(raw, source)
+
+
+def validate_config(raw: dict[str, Any], source: str | None = None) -> Config:
+    """Validate a plain dict into a `Config`, turning pydantic errors into actionable lines."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError([_describe(err) for err in e.errors()], source) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `a.b.c=value` override to a nested dict in place."""
+    if "=" not in item:
+        raise ConfigError([f"override {item!r} must look like key.sub=value"])
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError([f"override {item!r} has an empty key part"])
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node: Any = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                parent = ".".join(parts[:i])
+                raise ConfigError(
+                    [
+                        f"override {key}: {parent} is a list of {len(node)} items; "
+                        f"use an index 0..{len(node) - 1}"
+                    ]
+                )
+            idx = int(part)
+            if last:
+                node[idx] = value
+            else:
+                if node[idx] is None:
+                    node[idx] = {}
+                node = node[idx]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+        else:
+            raise ConfigError([f"override {key}: {'.'.join(parts[:i])} is not a mapping"])
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class that owns the last element of `loc`."""
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        f = model.model_fields.get(str(part))
+        if f is None:
+            return None
+        model = _unwrap(f.annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return model
+    return None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional/list[...] so that the element model is returned."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                return _unwrap(arg)
+    return annotation
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(err.get("loc", ()))
+    key = _dotted(loc) or "<top level>"
+    kind = err.get("type", "")
+    received = err.get("input")
+    if kind == "extra_forbidden":
+        owner = _model_at(loc)
+        valid = sorted(owner.model_fields) if owner else []
+        name = str(loc[-1])
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+        parent = _dotted(loc[:-1])
+        prefix = f"{parent}." if parent else ""
+        hint = f"did you mean {prefix}{close[0]}?" if close else ""
+        listing = f"valid keys here: {', '.join(valid)}"
+        return f"unknown key {key}: {hint + ' ' if hint else ''}({listing})"
+    if kind == "missing":
+        return f"{key} is required but missing"
+    msg = err.get("msg", "invalid value")
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    return f"{key}: {msg}, got {received!r} ({type(received).__name__})"

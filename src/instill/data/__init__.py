@@ -1,0 +1,1 @@
+"""Data stages: read rows -> `Conversation` -> tokens + labels -> packed rows."""

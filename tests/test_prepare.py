@@ -1,0 +1,176 @@
+"""`instill prepare` end to end on a tiny tokenizer: outputs, statistics, rejects, CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import yaml
+from transformers import AutoTokenizer
+
+from instill.cli import main
+from instill.config import validate_config
+from instill.data.masking import IGNORE_INDEX
+from instill.data.prepare import prepare
+
+from .conftest import base_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "data"
+
+
+def example_sources() -> list[dict]:
+    return [{"path": str(p)} for p in sorted(EXAMPLES.iterdir())]
+
+
+def run(tmp_path, sources, **data):
+    return prepare(validate_config(base_config(sources, tmp_path, **data)), progress=False)
+
+
+def test_packed_output_and_stats(tmp_path):
+    result = run(tmp_path, example_sources(), max_length=256)
+    out = tmp_path / "out"
+    ds = datasets.load_from_disk(str(out / "prepared"))
+    assert set(ds.column_names) == {"input_ids", "labels", "position_ids", "row_ids"}
+    stats = json.loads((out / "stats.json").read_text())
+    n_rows = sum(1 for p in EXAMPLES.iterdir() for _ in _rows_of(p))
+    assert stats["rows_read"] == n_rows == stats["rows_kept"]
+    assert sum(len(r) for r in ds["row_ids"]) == n_rows
+    supervised = sum(sum(1 for x in row if x != IGNORE_INDEX) for row in ds["labels"])
+    assert supervised == stats["tokens_supervised"] > 0
+    assert sum(len(r) for r in ds["input_ids"]) == stats["tokens_total"]
+    assert all(len(r) <= 256 for r in ds["input_ids"])
+    assert stats["packing"]["rows"] == len(ds)
+    assert stats["template"] == "tokenizer" and stats["end_of_turn"] == "<end_of_turn>"
+    for key in ("p50", "p90", "p99", "max"):
+        assert stats["length"][key] > 0
+    # Resolved config and tokenizer are written beside the data.
+    assert yaml.safe_load((out / "config.yaml").read_text())["data"]["max_length"] == 256
+    tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    assert len(tok) == len(result.renderer.tokenizer)
+    assert (out / "rejected.jsonl").read_text() == ""
+
+
+def _rows_of(path: Path):
+    if path.suffix == ".jsonl":
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    return path.read_text().splitlines()[1:]  # csv without header
+
+
+def test_unpacked_output_keeps_source_order_with_row_ids(tmp_path):
+    run(tmp_path, example_sources(), packing=False)
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "prepared"))
+    assert set(ds.column_names) == {"input_ids", "labels", "row_id"}
+    ids = ds["row_id"]
+    assert ids[0] == f"{EXAMPLES / 'alpaca.jsonl'}:line 1"
+    assert ids[1] == f"{EXAMPLES / 'alpaca.jsonl'}:line 2"
+    assert ids[-1].startswith(str(EXAMPLES / "sharegpt.json"))
+    files = [i.split(":line")[0].split("[row")[0] for i in ids]
+    assert files == sorted(files)  # the sources were given in sorted order
+
+
+def test_skipped_rows_are_counted_and_written(tmp_path, write_jsonl):
+    good = {"instruction": "Say hi", "output": "hi"}
+    path = write_jsonl(
+        "d.jsonl", [good, {"instruction": "x", "output": ""}, good], raw_lines=["not json"]
+    )
+    result = run(tmp_path, [{"path": str(path)}], on_bad_row="skip")
+    assert result.stats["rows_read"] == 4
+    assert result.stats["rows_kept"] == 2
+    assert result.stats["rejected_by_reason"] == {"empty_assistant_content": 1, "invalid_json": 1}
+    lines = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    assert [(x["location"].split("/")[-1], x["reason"]) for x in lines] == [
+        ("d.jsonl:line 2", "empty_assistant_content"),
+        ("d.jsonl:line 4", "invalid_json"),
+    ]
+    assert lines[0]["row"] == {"instruction": "x", "output": ""}
+
+
+def test_zero_supervision_and_too_long_rows_are_reported(tmp_path, write_jsonl):
+    untrained = {
+        "messages": [
+            {"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A", "train": False},
+        ]
+    }
+    long = {
+        "messages": [
+            {"role": "user", "content": "word " * 300},
+            {"role": "assistant", "content": "A"},
+        ]
+    }
+    ok = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}
+    path = write_jsonl("d.jsonl", [untrained, long, ok])
+    result = run(tmp_path, [{"path": str(path)}], max_length=64, truncation="drop_row")
+    assert result.stats["rejected_by_reason"] == {"no_supervised_tokens": 1, "too_long": 1}
+    assert result.stats["zero_supervision_rows"] == 1
+    assert result.stats["rows_kept"] == 1
+    # truncate_response cuts the long prompt so that no response token is left: also reported.
+    result = run(tmp_path, [{"path": str(path)}], max_length=64)
+    assert result.stats["rejected_by_reason"] == {"no_supervised_tokens": 2}
+    reasons = [
+        json.loads(x)["message"]
+        for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()
+    ]
+    assert any("truncation removed every response token" in r for r in reasons)
+
+
+def test_two_processes_give_identical_output(tmp_path, write_jsonl):
+    rows = [
+        {"instruction": f"Count to {i}.", "output": " ".join(map(str, range(i % 17))) or "zero"}
+        for i in range(700)
+    ]
+    path = write_jsonl("many.jsonl", rows)
+    one = run(tmp_path / "a", [{"path": str(path)}], num_proc=1, max_length=128)
+    two = run(tmp_path / "b", [{"path": str(path)}], num_proc=2, max_length=128)
+    assert [e.input_ids for e in one.examples] == [e.input_ids for e in two.examples]
+    assert [e.labels for e in one.examples] == [e.labels for e in two.examples]
+    assert [e.source for e in two.examples] == [e.source for e in one.examples]
+
+
+def test_cli_prepare_show_marks_trained_tokens(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(base_config(example_sources(), tmp_path, max_length=256)))
+    assert main(["prepare", str(cfg), "--show", "2", "data.packing=false"]) == 0
+    out = capsys.readouterr().out
+    assert "[[positive<end_of_turn>]]" in out
+    assert "<start_of_turn>model\n[[" in out
+    assert "rows read / kept / rejected" in out
+    ds = datasets.load_from_disk(str(tmp_path / "out" / "prepared"))
+    assert "row_id" in ds.column_names  # the override was applied
+
+
+def test_cli_errors_are_one_clear_message(tmp_path, capsys, write_jsonl):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(base_config(example_sources(), tmp_path)))
+    assert main(["prepare", str(cfg), "data.max_lenght=5"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key data.max_lenght: did you mean data.max_length?" in err
+    bad = write_jsonl("bad.jsonl", [{"instruction": "Q", "output": 3}])
+    cfg.write_text(yaml.safe_dump(base_config([{"path": str(bad)}], tmp_path)))
+    assert main(["prepare", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl:line 1: field 'output': expected a string, got int 3" in err.replace("\n", "")
+
+
+def test_console_script_runs(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(base_config(example_sources(), tmp_path)))
+    exe = Path(sys.executable).with_name("instill")
+    proc = subprocess.run(
+        [str(exe), "prepare", str(cfg)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    assert (tmp_path / "out" / "prepared").is_dir()
+
+
+@pytest.mark.parametrize("policy", ["drop_row", "truncate_response", "drop_oldest_turns"])
+def test_every_truncation_policy_runs_end_to_end(tmp_path, policy):
+    result = run(tmp_path, example_sources(), max_length=48, truncation=policy)
+    assert all(len(e.input_ids) <= 48 for e in result.examples)
+    assert result.stats["rows_kept"] + result.stats["rows_rejected"] == result.stats["rows_read"]
