@@ -13,6 +13,7 @@ from instill.data.masking import IGNORE_INDEX, Renderer
 from instill.data.templates import (
     JinjaTemplate,
     builtin_template_names,
+    chat_template_source,
     get_template,
     prepare_tokenizer,
     register_template,
@@ -320,3 +321,21 @@ def test_auto_picks_a_builtin_whose_tokens_exist(tiny_tokenizer):
     tok.chat_template = None
     assert get_template("auto", tok).name == "gemma"
     assert get_template("auto", tiny_tokenizer("tiny-random-llama")).name == "chatml"
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_builtin_templates_export_identical_jinja(tiny_tokenizer, name):
+    tok = tiny_tokenizer("tiny-random-gemma")
+    template = get_template(name, tok)
+    prepare_tokenizer(tok, template)
+    source = chat_template_source(template)
+    with_context = (Message("user", "Reverse the word.", context="cat"), Message("assistant", "x"))
+    for msgs in [*CASES.values(), with_context]:
+        for n in range(1, len(msgs) + 1):
+            dicts = [m.to_dict() for m in msgs[:n]]
+            for gen in (False, True):
+                ours = template.render(msgs[:n], add_generation_prompt=gen)
+                jinja = tok.apply_chat_template(
+                    dicts, chat_template=source, tokenize=False, add_generation_prompt=gen
+                )
+                assert jinja == ours

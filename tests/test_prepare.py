@@ -174,3 +174,20 @@ def test_every_truncation_policy_runs_end_to_end(tmp_path, policy):
     result = run(tmp_path, example_sources(), max_length=48, truncation=policy)
     assert all(len(e.input_ids) <= 48 for e in result.examples)
     assert result.stats["rows_kept"] + result.stats["rows_rejected"] == result.stats["rows_read"]
+
+
+def test_saved_tokenizer_renders_prompts_like_training(tmp_path):
+    result = run(tmp_path, example_sources(), template="alpaca", packing=False)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "out" / "tokenizer"))
+    ex = result.examples[0]
+    conv_msgs = [
+        {
+            "role": "user",
+            "content": "Classify the sentiment of the review as positive or negative.",
+            "context": "The battery lasts all day and the screen is gorgeous.",
+        }
+    ]
+    prompt = tok.apply_chat_template(conv_msgs, tokenize=False, add_generation_prompt=True)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: len(ids)] == ids
+    assert ex.labels[len(ids) - 1] == IGNORE_INDEX and ex.labels[len(ids)] != IGNORE_INDEX

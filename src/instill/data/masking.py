@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from instill.data.conversation import Conversation, Message
-from instill.data.templates import ChatTemplate
+from instill.data.templates import ChatTemplate, added_bos_text
 from instill.errors import TemplateError
 
 IGNORE_INDEX = -100
@@ -117,14 +117,9 @@ def trained_turns(messages: Sequence[Message], strategy: str) -> list[bool]:
     return out
 
 
-def text_pieces(tokenizer, text: str) -> list[Piece]:
+def text_pieces(text: str, bos: str, eos: str) -> list[Piece]:
     """Plain language-modelling text: BOS (if the tokenizer adds one) + text + EOS, all trained."""
-    bos = ""
-    if tokenizer.bos_token is not None:
-        ids = tokenizer("x", add_special_tokens=True)["input_ids"]
-        if ids and ids[0] == tokenizer.bos_token_id:
-            bos = tokenizer.bos_token
-    return [Piece(bos + text + (tokenizer.eos_token or ""), turn=0)]
+    return [Piece(bos + text + eos, turn=0)]
 
 
 class Renderer:
@@ -142,10 +137,12 @@ class Renderer:
         self.tokenizer = tokenizer
         self.template = template
         self.strategy = strategy
+        self._bos = added_bos_text(tokenizer)
+        self._eos = tokenizer.eos_token or ""
 
     def pieces(self, conv: Conversation) -> tuple[list[Piece], list[bool]]:
         if conv.is_text:
-            return text_pieces(self.tokenizer, conv.text or ""), [True]
+            return text_pieces(conv.text or "", self._bos, self._eos), [True]
         return split_rendering(self.template, conv.messages), trained_turns(
             conv.messages, self.strategy
         )

@@ -27,7 +27,7 @@ from instill.data.formats import RowFormat, detect_format, get_format, parse_row
 from instill.data.masking import Renderer, TokenizedExample
 from instill.data.packing import pack_examples
 from instill.data.sources import RawRow, read_source
-from instill.data.templates import get_template, prepare_tokenizer
+from instill.data.templates import chat_template_source, get_template, prepare_tokenizer
 from instill.errors import RowError, TemplateError
 
 CHUNK = 256
@@ -273,6 +273,8 @@ def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]
         )
     template = get_template(config.data.template, tokenizer, config.data.end_of_turn)
     added = prepare_tokenizer(tokenizer, template)
+    # The saved tokenizer renders prompts exactly as training did, whatever serves the model.
+    tokenizer.chat_template = chat_template_source(template)
     return Renderer(tokenizer, template, config.data.masking), added
 
 

@@ -12,6 +12,7 @@ tokens they need so that `prepare_tokenizer` can add missing ones to the vocabul
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,50 @@ class _TurnTemplate:
             parts.append(self.assistant_prefix)
         return "".join(parts)
 
+    def to_jinja(self) -> str:
+        """The same template as a Jinja chat template, saved with the tokenizer.
+
+        Rendering it with transformers' `apply_chat_template` gives exactly `render`'s text (a
+        test checks every built-in), so vLLM, llama.cpp converters and the Hub prompt a tuned
+        model the way it was trained. A message's optional `context` key is honoured too.
+        """
+
+        def lit(text: str | None) -> str:
+            return "none" if text is None else json.dumps(text)
+
+        ctx_label = self.context_label if self.context_label is not None else "\n\n"
+        parts = [
+            "{{- bos_token -}}" if self.bos else "",
+            "{%- if messages and messages[0]['role'] == 'system' -%}",
+            "{%- set system = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}",
+            f"{{%- else -%}}{{%- set system = {lit(self.default_system)} -%}}",
+            "{%- set loop_messages = messages -%}{%- endif -%}",
+        ]
+        if self.system_prefix is not None:
+            parts.append(
+                f"{{%- if system is not none -%}}{{{{- {lit(self.system_prefix)} + system + "
+                f"{lit(self.system_suffix)} -}}}}{{%- set system = none -%}}{{%- endif -%}}"
+            )
+        parts += [
+            "{%- for m in loop_messages -%}",
+            "{%- if m['role'] == 'user' -%}",
+            "{%- set content = m['content'] -%}",
+            f"{{%- if m.get('context') -%}}{{%- set content = content + {lit(ctx_label)} + "
+            "m['context'] -%}{%- endif -%}",
+            f"{{%- if loop.first and system is not none -%}}{{%- set content = system + "
+            f"{lit(self.system_join)} + content -%}}{{%- endif -%}}",
+            f"{{{{- {lit(self.user_prefix)} + content + {lit(self.user_suffix)} -}}}}",
+            "{%- elif m['role'] == 'assistant' -%}",
+            f"{{{{- {lit(self.assistant_prefix)} + m['content'] + {lit(self.end_of_turn)} + "
+            f"{lit(self.turn_separator)} -}}}}",
+            "{%- else -%}{{- raise_exception('only the first message may be a system message') "
+            "-}}{%- endif -%}",
+            "{%- endfor -%}",
+            f"{{%- if add_generation_prompt -%}}{{{{- {lit(self.assistant_prefix)} -}}}}"
+            "{%- endif -%}",
+        ]
+        return "".join(parts)
+
     def _user_text(self, m: Message) -> str:
         if self.context_label is not None:
             if m.context:
@@ -103,7 +148,7 @@ def chatml_template(tokenizer) -> ChatTemplate:
     return _TurnTemplate(
         name="chatml",
         end_of_turn="<|im_end|>",
-        bos=_bos_text(tokenizer),
+        bos=added_bos_text(tokenizer),
         system_prefix="<|im_start|>system\n",
         system_suffix="<|im_end|>\n",
         user_prefix="<|im_start|>user\n",
@@ -119,7 +164,7 @@ def llama3_template(tokenizer) -> ChatTemplate:
     return _TurnTemplate(
         name="llama3",
         end_of_turn="<|eot_id|>",
-        bos=_bos_text(tokenizer),
+        bos=added_bos_text(tokenizer),
         system_prefix=header.format("system"),
         system_suffix="<|eot_id|>",
         user_prefix=header.format("user"),
@@ -134,7 +179,7 @@ def gemma_template(tokenizer) -> ChatTemplate:
     return _TurnTemplate(
         name="gemma",
         end_of_turn="<end_of_turn>",
-        bos=_bos_text(tokenizer),
+        bos=added_bos_text(tokenizer),
         user_prefix="<start_of_turn>user\n",
         user_suffix="<end_of_turn>\n",
         assistant_prefix="<start_of_turn>model\n",
@@ -153,7 +198,7 @@ def alpaca_template(tokenizer) -> ChatTemplate:
     return _TurnTemplate(
         name="alpaca",
         end_of_turn=eos,
-        bos=_bos_text(tokenizer),
+        bos=added_bos_text(tokenizer),
         system_prefix="",
         system_suffix="\n\n",
         default_system=DEFAULT_ALPACA_SYSTEM,
@@ -166,14 +211,16 @@ def alpaca_template(tokenizer) -> ChatTemplate:
     )
 
 
-def _bos_text(tokenizer) -> str:
-    """The BOS text to start a rendering with: only if the tokenizer adds BOS to plain text."""
-    bos = getattr(tokenizer, "bos_token", None)
-    bos_id = getattr(tokenizer, "bos_token_id", None)
-    if not bos or bos_id is None:
+def added_bos_text(tokenizer) -> str:
+    """The BOS text to start a rendering with, if the tokenizer adds BOS to plain text.
+
+    Checked by tokenizing, not read off `add_bos_token`, which transformers does not keep
+    reliably across save/load for GGUF-converted tokenizers.
+    """
+    if getattr(tokenizer, "bos_token", None) is None:
         return ""
     ids = tokenizer("x", add_special_tokens=True)["input_ids"]
-    return bos if ids and ids[0] == bos_id else ""
+    return tokenizer.bos_token if ids and ids[0] == tokenizer.bos_token_id else ""
 
 
 # --------------------------------------------------------------------------- Jinja templates
@@ -311,6 +358,16 @@ def get_template(spec: str, tokenizer, end_of_turn: str | None = None) -> ChatTe
         f"unknown template {spec!r}: use auto, tokenizer, one of "
         f"{', '.join(builtin_template_names())}, or a path to a .jinja file"
     )
+
+
+def chat_template_source(template: ChatTemplate) -> str:
+    """The Jinja source that renders exactly like `template` (saved with the tokenizer)."""
+    if isinstance(template, JinjaTemplate):
+        return template.source
+    to_jinja = getattr(template, "to_jinja", None)
+    if to_jinja is None:
+        raise TemplateError(f"template {template.name!r} cannot be exported as Jinja")
+    return to_jinja()
 
 
 def prepare_tokenizer(tokenizer, template: ChatTemplate) -> list[str]:
