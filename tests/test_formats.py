@@ -178,19 +178,6 @@ def test_csv_with_json_encoded_messages(tmp_path):
     assert len(conv.messages) == 4
 
 
-def test_mixing_weights(tmp_path, write_jsonl):
-    a = write_jsonl("a.jsonl", [{"instruction": f"a{i}", "output": "x"} for i in range(10)])
-    b = write_jsonl("b.jsonl", [{"instruction": f"b{i}", "output": "x"} for i in range(10)])
-    result = read(tmp_path, [{"path": str(a), "weight": 2.0}, {"path": str(b), "weight": 0.5}])
-    names = [c.messages[0].content for c in result.conversations]
-    assert names[:4] == ["a0", "a0", "a1", "a1"]
-    assert sum(n.startswith("a") for n in names) == 20
-    assert sum(n.startswith("b") for n in names) == 5
-    assert [s.rows_after_mixing for s in result.sources] == [20, 5]
-    again = read(tmp_path, [{"path": str(a), "weight": 2.0}, {"path": str(b), "weight": 0.5}])
-    assert [c.messages[0].content for c in again.conversations] == names  # seeded
-
-
 # --------------------------------------------------------------------------- bad rows
 
 BAD_ROWS = [
@@ -289,6 +276,12 @@ BAD_ROWS = [
     ),
     ('{"instruction": "Q", "output": ', "invalid_json", None, "line is not valid JSON"),
     ('["not", "an", "object"]', "wrong_type", None, "expected a JSON object per row, got list"),
+    (
+        {"messages": [{"role": ["user"], "content": "Q"}]},
+        "wrong_type",
+        "messages[0].role",
+        "role must be a string, got list",
+    ),
 ]
 
 
@@ -392,3 +385,91 @@ def test_file_level_errors(tmp_path: Path):
     csv.write_text("instruction,output\nQ,A,extra\n")
     with pytest.raises(RowError, match=r"ragged.csv:line 2: row has 3 fields but the header has 2"):
         read(tmp_path, [{"path": str(csv)}])
+
+
+def test_non_object_and_undetectable_first_rows_are_row_errors(tmp_path, write_jsonl):
+    good = {"instruction": "Q", "output": "A"}
+    path = write_jsonl(
+        "d.jsonl", [], raw_lines=["[1, 2]", "null", '{"question": "Q"}', json.dumps(good)]
+    )
+    with pytest.raises(RowError, match=r"d.jsonl:line 1: expected a JSON object per row, got list"):
+        read(tmp_path, [{"path": str(path)}])
+    result = read(tmp_path, [{"path": str(path)}], on_bad_row="skip")
+    assert [r.reason for r in result.rejected] == [
+        "wrong_type",
+        "wrong_type",
+        "undetectable_format",
+    ]
+    assert len(result.conversations) == 1  # the format was detected from the first good row
+
+
+def test_strings_that_look_like_json_stay_strings(tmp_path, write_jsonl):
+    conv = one(tmp_path, write_jsonl, {"prompt": "[INST] hi [/INST]", "completion": "[1, 2, 3]"})
+    assert roles(conv) == [("user", "[INST] hi [/INST]"), ("assistant", "[1, 2, 3]")]
+
+
+def test_column_swaps_and_shared_columns(tmp_path, write_jsonl):
+    conv = one(
+        tmp_path,
+        write_jsonl,
+        {"instruction": "A", "output": "Q"},
+        format="alpaca",
+        columns={"instruction": "output", "output": "instruction"},
+    )
+    assert roles(conv) == [("user", "Q"), ("assistant", "A")]
+    conv = one(
+        tmp_path,
+        write_jsonl,
+        {"q": "same"},
+        format="alpaca",
+        columns={"instruction": "q", "output": "q"},
+    )
+    assert roles(conv) == [("user", "same"), ("assistant", "same")]
+
+
+def test_byte_order_marks_are_accepted(tmp_path):
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + json.dumps(TEXT).encode() + b"\n")
+    arr = tmp_path / "bom.json"
+    arr.write_bytes(b"\xef\xbb\xbf" + json.dumps([TEXT]).encode())
+    result = read(tmp_path, [{"path": str(jsonl)}, {"path": str(arr)}])
+    assert [c.text for c in result.conversations] == [TEXT["text"]] * 2
+
+
+def test_csv_line_numbers_survive_blank_and_multiline_records(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('instruction,output\n\nQ1,A1\n"multi\nline",A2\n\nQ3,\n')
+    with pytest.raises(RowError, match=r"d.csv:line 7: field 'output': output is empty"):
+        read(tmp_path, [{"path": str(path)}])
+    result = read(tmp_path, [{"path": str(path)}], on_bad_row="skip")
+    assert [c.source.split("/")[-1] for c in result.conversations] == [
+        "d.csv:line 3",
+        "d.csv:line 4",
+    ]
+    short = tmp_path / "short.csv"
+    short.write_text("instruction,output\nQ\n")
+    with pytest.raises(RowError, match=r"short.csv:line 2: row has 1 fields but the header has 2"):
+        read(tmp_path, [{"path": str(short)}])
+
+
+def test_directories_skip_hidden_files_and_the_output_dir(tmp_path):
+    from instill.data.sources import list_files
+
+    d = tmp_path / "data"
+    (d / ".ipynb_checkpoints").mkdir(parents=True)
+    (d / "out").mkdir()
+    for p in (
+        d / "a.jsonl",
+        d / ".ipynb_checkpoints" / "a.jsonl",
+        d / "out" / "rejected.jsonl",
+        d / ".hidden.jsonl",
+    ):
+        p.write_text(json.dumps(TEXT) + "\n")
+    assert list_files(d, exclude=d / "out") == [d / "a.jsonl"]
+
+
+def test_infinite_weight_is_refused(tmp_path):
+    from instill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.sources.0.weight: input should be a finite"):
+        validate_config(base_config([{"path": "x", "weight": float("inf")}], tmp_path))

@@ -171,7 +171,10 @@ def test_strategies_and_per_message_flag(tiny_tokenizer):
         trained[strategy] = tok.decode([t for t in ex.labels if t != IGNORE_INDEX])
     assert trained["all_assistant"] == "Hello!<|im_end|>Ciao<|im_end|>"
     assert trained["last_assistant"] == "Ciao<|im_end|>"
-    assert trained["all"] == r.template.render(conv.messages, add_generation_prompt=False)
+    # Training on inputs trains every token but the first, which nothing predicts.
+    full = r.template.render(conv.messages, add_generation_prompt=False)
+    assert full.startswith("<|im_start|>")
+    assert trained["all"] == full.removeprefix("<|im_start|>")
     flagged = Conversation(
         (*MULTI_SYS[:2], Message("assistant", "Hello!", train=False), *MULTI_SYS[3:])
     )
@@ -189,7 +192,7 @@ def test_strategies_and_per_message_flag(tiny_tokenizer):
 def test_plain_text_trains_every_token(tiny_tokenizer):
     tok = tiny_tokenizer("tiny-random-llama")
     ex = renderer_for(tok, "chatml").encode(Conversation(text="hello world"))
-    assert ex.labels == ex.input_ids
+    assert ex.labels == [IGNORE_INDEX, *ex.input_ids[1:]]
     assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids[-1] == tok.eos_token_id
 
 

@@ -115,3 +115,38 @@ def test_position_ids_restart_per_example(tiny_tokenizer):
             expected.append(at)
             at += n
         assert starts == expected
+
+
+def test_loss_over_whole_packed_rows_equals_sum_over_examples(tiny_tokenizer):
+    """No label in a packed row makes one example predict the next example's first token."""
+    tok = tiny_tokenizer("tiny-random-llama")
+    template = get_template("chatml", tok)
+    prepare_tokenizer(tok, template)
+    r = Renderer(tok, template, strategy="all")  # every token trained: the hardest case
+    examples = [r.encode(Conversation(text=f"ex {k} " * (k + 1), source=str(k))) for k in range(6)]
+    model = build_tiny_model("tiny-random-llama", vocab_size=len(tok))
+    rows = pack_examples(examples, max_length=64)
+    batch = collate_packed(
+        [
+            {"input_ids": x.input_ids, "labels": x.labels, "position_ids": x.position_ids}
+            for x in rows
+        ],
+        tok.pad_token_id,
+        length=64,
+    )
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+        packed_sum = sum(
+            _per_token_loss(logits[b], batch["labels"][b]).sum() for b in range(len(rows))
+        )
+        alone_sum = sum(
+            _per_token_loss(
+                model(input_ids=torch.tensor([e.input_ids]), use_cache=False).logits[0],
+                torch.tensor(e.labels),
+            ).sum()
+            for e in examples
+        )
+    torch.testing.assert_close(packed_sum, alone_sum, rtol=1e-4, atol=1e-4)
+    assert sum(e.supervised_tokens for e in examples) == int((batch["labels"] != -100).sum())

@@ -14,6 +14,7 @@ from instill.cli import main
 from instill.config import validate_config
 from instill.data.masking import IGNORE_INDEX
 from instill.data.prepare import prepare
+from instill.errors import InstillError, TemplateError
 
 from .conftest import base_config
 
@@ -191,3 +192,65 @@ def test_saved_tokenizer_renders_prompts_like_training(tmp_path):
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     assert ex.input_ids[: len(ids)] == ids
     assert ex.labels[len(ids) - 1] == IGNORE_INDEX and ex.labels[len(ids)] != IGNORE_INDEX
+
+
+def test_mixing_weights_apply_to_encoded_rows(tmp_path, write_jsonl):
+    a = write_jsonl("a.jsonl", [{"instruction": f"a{i}", "output": "x"} for i in range(10)])
+    b = write_jsonl(
+        "b.jsonl",
+        [{"instruction": f"b{i}", "output": "x"} for i in range(10)]
+        + [{"instruction": "long " * 400, "output": "x"}],
+    )
+    sources = [{"path": str(a), "weight": 2.0}, {"path": str(b), "weight": 0.5}]
+    result = run(tmp_path, sources, packing=False, max_length=64, truncation="drop_row")
+    names = [e.source.split("/")[-1] for e in result.examples]
+    assert names[:4] == ["a.jsonl:line 1", "a.jsonl:line 1", "a.jsonl:line 2", "a.jsonl:line 2"]
+    assert sum(n.startswith("a") for n in names) == 20
+    assert sum(n.startswith("b") for n in names) == 5
+    assert [s["examples_after_mixing"] for s in result.stats["sources"]] == [20, 5]
+    assert result.stats["rejected_by_reason"] == {"too_long": 1}  # counted once, not per copy
+    again = run(tmp_path, sources, packing=False, max_length=64, truncation="drop_row")
+    assert [e.source for e in again.examples] == [e.source for e in result.examples]  # seeded
+
+
+def test_a_source_that_contributes_nothing_is_an_error(tmp_path, write_jsonl):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(InstillError, match=r"source .*empty.jsonl: no rows found"):
+        run(tmp_path, [{"path": str(empty)}])
+    one = write_jsonl("one.jsonl", [{"instruction": "Q", "output": "A"}])
+    with pytest.raises(InstillError, match=r"weight 0.4 keeps 0 of its 1 rows"):
+        run(tmp_path, [{"path": str(one), "weight": 0.4}])
+    bad = write_jsonl("bad.jsonl", [{"instruction": "Q", "output": ""}])
+    with pytest.raises(InstillError, match=r"none of its 1 rows is usable"):
+        run(tmp_path, [{"path": str(one)}, {"path": str(bad)}], on_bad_row="skip")
+    # The reports are written all the same, so the user can see why.
+    assert "empty_assistant_content" in (tmp_path / "out" / "rejected.jsonl").read_text()
+
+
+def test_a_template_error_names_the_row_or_is_skipped(tmp_path, write_jsonl):
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text(
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('no system role') }}{% endif %}"
+        "{{ '<start_of_turn>' + m['role'] + '\\n' + m['content'] + '<end_of_turn>\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>assistant\\n' }}{% endif %}"
+    )
+    path = write_jsonl(
+        "d.jsonl",
+        [{"instruction": "Q", "output": "A"}, {"instruction": "Q", "output": "A", "system": "S"}],
+    )
+    with pytest.raises(TemplateError, match=r"d.jsonl:line 2: chat template 't.jinja' failed"):
+        run(tmp_path, [{"path": str(path)}], template=str(jinja))
+    result = run(tmp_path, [{"path": str(path)}], template=str(jinja), on_bad_row="skip")
+    assert result.stats["rejected_by_reason"] == {"template_error": 1}
+
+
+def test_cli_prints_locations_with_brackets_verbatim(tmp_path, capsys):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"instruction": "[INST] Q", "output": 3}]))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(base_config([{"path": str(path)}], tmp_path)))
+    assert main(["prepare", str(cfg)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert "d.json[row 0]: field 'output': expected a string, got int 3" in err

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from instill import __version__
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except InstillError as e:
-        err_console.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -59,13 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. data.max_length=512")
     p.add_argument(
         "--show",
-        type=int,
+        type=_non_negative,
         default=0,
         metavar="N",
         help="print N rendered examples with the trained tokens marked",
     )
     p.set_defaults(func=cmd_prepare)
     return parser
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -81,7 +89,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         legend = "green" if color else "[[...]]"
         console.print(f"[bold]Examples[/] (trained tokens in {legend}):", highlight=False)
         for ex in result.examples[: args.show]:
-            console.rule(ex.source, style="dim")
+            console.rule(escape(ex.source), style="dim")
             console.print(
                 render_marked(ex, result.renderer.tokenizer, color), highlight=False, markup=False
             )

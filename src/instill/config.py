@@ -48,6 +48,7 @@ class SourceConfig(_Strict):
     weight: float = Field(
         1.0,
         gt=0,
+        allow_inf_nan=False,
         description="Mixing weight: each row is used `weight` times on average (2.0 doubles the "
         "source, 0.5 keeps a seeded half).",
     )

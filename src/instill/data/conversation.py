@@ -7,7 +7,7 @@ with `text` set and no messages, so that one type flows through the whole pipeli
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
@@ -60,7 +60,6 @@ class Conversation:
     messages: tuple[Message, ...] = ()
     text: str | None = None
     source: str = ""
-    meta: dict = field(default_factory=dict, compare=False)
 
     @property
     def is_text(self) -> bool:

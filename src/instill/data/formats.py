@@ -7,7 +7,6 @@ file, the line and the field, with a reason code (used to count skipped rows) an
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -66,27 +65,34 @@ def get_format(name: str) -> RowFormat:
 
 
 def detect_format(row: Mapping[str, Any], where: str) -> RowFormat:
-    """Pick the format whose fields the row has (first match in registration order)."""
-    if isinstance(row, Mapping):
-        for fmt in _FORMATS.values():
-            if fmt.detect(row):
-                return fmt
-        keys = ", ".join(sorted(map(str, row))) or "no keys"
-    else:
-        keys = f"a {type(row).__name__}, not an object"
+    """Pick the format whose fields the row has (first match in registration order).
+
+    Raises:
+        RowError: `undetectable_format`, saying which fields each format expects and how to set
+            `format:` / `columns:`; with `on_bad_row: skip` the next row is tried.
+    """
+    for fmt in _FORMATS.values():
+        if fmt.detect(row):
+            return fmt
+    keys = ", ".join(sorted(map(str, row))) or "no keys"
     expected = "; ".join(f"{f.name}: {'/'.join(f.fields)}" for f in _FORMATS.values())
-    raise InstillError(
-        f"{where}: cannot detect the data format from this row ({keys}). Expected fields — "
-        f"{expected}. Set `format:` on the source, and `columns:` to map your column names "
-        "(e.g. columns: {instruction: question, output: answer})"
+    raise RowError(
+        where,
+        None,
+        "undetectable_format",
+        f"cannot detect the data format from this row ({keys}). Expected fields — {expected}. "
+        "Set `format:` on the source, and `columns:` to map your column names "
+        "(e.g. columns: {instruction: question, output: answer})",
     )
 
 
 def apply_columns(row: Mapping[str, Any], columns: Mapping[str, str], where: str) -> dict:
-    """Rename the source's columns to the format's field names (`columns: {field: column}`)."""
+    """Rename the source's columns to the format's field names (`columns: {field: column}`).
+
+    All renames read from the original row, so swaps and one column feeding two fields work.
+    """
     if not columns:
         return dict(row)
-    out = dict(row)
     for field_name, column in columns.items():
         if column not in row:
             raise RowError(
@@ -96,8 +102,23 @@ def apply_columns(row: Mapping[str, Any], columns: Mapping[str, str], where: str
                 f"column {column!r} (mapped to {field_name!r} by `columns`) is missing; "
                 f"the row has {', '.join(sorted(map(str, row)))}",
             )
-        out[field_name] = out.pop(column)
+    mapped = set(columns.values())
+    out = {k: v for k, v in row.items() if k not in mapped}
+    for field_name, column in columns.items():
+        out[field_name] = row[column]
     return out
+
+
+def check_object(row: Any, where: str) -> Mapping[str, Any]:
+    """A row must be a JSON object (a mapping of field names)."""
+    if not isinstance(row, Mapping):
+        raise RowError(
+            where,
+            None,
+            "wrong_type",
+            f"expected a JSON object per row, got {type(row).__name__} {_short(row)}",
+        )
+    return row
 
 
 # --------------------------------------------------------------------------- shared checks
@@ -150,18 +171,6 @@ def _join_text_parts(parts: list, where: str, path: str) -> str:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _maybe_json_list(value: Any, where: str, path: str) -> Any:
-    """CSV cells hold text: decode a JSON list of messages stored as a string."""
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError as e:
-            raise RowError(
-                where, path, "invalid_json", f"looks like a JSON list but does not parse ({e.msg})"
-            ) from None
-    return value
 
 
 def check_turns(
@@ -243,7 +252,6 @@ def _parse_message_list(
     content_key: str,
     alt_keys: tuple[str, str] | None = None,
 ) -> tuple[list[Message], list[int]]:
-    value = _maybe_json_list(value, where, path)
     if not isinstance(value, list):
         raise RowError(
             where,
@@ -268,7 +276,14 @@ def _parse_message_list(
         raw_role = m.get(rk)
         if raw_role is None:
             raise RowError(where, f"{mpath}.{rk}", "missing_field", f"message has no '{rk}' field")
-        role = roles.get(raw_role) or ROLE_ALIASES.get(str(raw_role).lower())
+        if not isinstance(raw_role, str):
+            raise RowError(
+                where,
+                f"{mpath}.{rk}",
+                "wrong_type",
+                f"role must be a string, got {type(raw_role).__name__} {_short(raw_role)}",
+            )
+        role = roles.get(raw_role) or ROLE_ALIASES.get(raw_role.lower())
         if role is None:
             known = sorted(set(ROLE_ALIASES) | set(roles))
             raise RowError(
@@ -367,8 +382,8 @@ def parse_prompt_completion(
     for key in ("prompt", "completion"):
         if key not in row or row[key] is None:
             raise RowError(where, key, "missing_field", "required field is missing")
-    prompt = _maybe_json_list(row["prompt"], where, "prompt")
-    completion = _maybe_json_list(row["completion"], where, "completion")
+    prompt = row["prompt"]
+    completion = row["completion"]
     if isinstance(prompt, str) and isinstance(completion, str):
         if not completion.strip():
             raise RowError(
@@ -440,15 +455,27 @@ register_format(RowFormat("text", parse_text, lambda r: "text" in r, ("text",)))
 
 
 def parse_row(
-    row: Any, where: str, fmt: RowFormat, columns: Mapping[str, str], roles: Mapping[str, str]
-) -> Conversation:
-    """Turn one raw row into a validated `Conversation` or raise `RowError`."""
-    if not isinstance(row, Mapping):
-        raise RowError(
-            where,
-            None,
-            "wrong_type",
-            f"expected a JSON object per row, got {type(row).__name__} {_short(row)}",
-        )
-    row = apply_columns(row, columns, where)
-    return fmt.parse(row, where, roles)
+    row: Any,
+    where: str,
+    fmt: RowFormat | None,
+    columns: Mapping[str, str],
+    roles: Mapping[str, str],
+) -> tuple[Conversation, RowFormat]:
+    """Turn one raw row into a validated `Conversation`.
+
+    Args:
+        row: the decoded row.
+        where: its location, for errors.
+        fmt: the source's format, or None to detect it from this row.
+        columns: the source's column mapping.
+        roles: the source's extra role names.
+
+    Returns:
+        The conversation and the format used (the caller keeps it for the file's next rows).
+
+    Raises:
+        RowError: naming the location, the field, a reason code and the fix.
+    """
+    obj = apply_columns(check_object(row, where), columns, where)
+    fmt = fmt or detect_format(obj, where)
+    return fmt.parse(obj, where, roles), fmt

@@ -70,7 +70,8 @@ def split_rendering(template: ChatTemplate, messages: Sequence[Message]) -> list
                 f"Prompt ends with {prompt[-40:]!r}; full text continues "
                 f"{full[max(0, len(prompt) - 40) : len(prompt) + 10]!r}. Use a built-in template."
             )
-        upto = template.render(messages[: i + 1], add_generation_prompt=False)
+        last = i == len(messages) - 1
+        upto = full if last else template.render(messages[: i + 1], add_generation_prompt=False)
         if not full.startswith(upto):
             raise TemplateError(
                 f"template {template.name!r} renders earlier turns differently once later turns "
@@ -188,6 +189,10 @@ class Renderer:
                 # the strategy and the per-message `train` flags.
                 train = trained[p.turn] if p.turn is not None else self.strategy == "all"
                 labels += ids if train else [IGNORE_INDEX] * len(ids)
+            if labels:
+                # The first token is never predicted within its example, and in a packed row
+                # it must not be the target of the previous example's last token either.
+                labels[0] = IGNORE_INDEX
             out.append(TokenizedExample(input_ids, labels, conv.source, pieces=pieces))
         return out
 

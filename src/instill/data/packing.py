@@ -32,16 +32,18 @@ class PackedRow:
 def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Assign items to bins of `capacity` by best-fit-decreasing.
 
-    Items are placed longest first, each into the open bin with the least room that still fits it
-    (found by bisection over the sorted remaining capacities, O(n log n)). Bins are returned in the
-    order of their first item's index and hold item indices in ascending order, so the output is
-    deterministic and close to source order.
+    Items are placed longest first, each into the open bin with the least room that still fits
+    it (found by bisection over the sorted remaining capacities of the bins still open; a bin
+    too full for the smallest item is closed). Bins are returned in the order of their first
+    item's index and hold item indices in ascending order, so the output is deterministic and
+    close to source order.
 
     Raises:
         ValueError: if an item is longer than `capacity`.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index)
+    smallest = min(lengths, default=0)
+    free: list[tuple[int, int]] = []  # sorted (remaining capacity, bin index) of open bins
     bins: list[list[int]] = []
     for i in order:
         n = lengths[i]
@@ -50,11 +52,13 @@ def best_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]
         pos = bisect.bisect_left(free, (n, -1))
         if pos == len(free):
             bins.append([i])
-            bisect.insort(free, (capacity - n, len(bins) - 1))
+            b, room = len(bins) - 1, capacity - n
         else:
             room, b = free.pop(pos)
             bins[b].append(i)
-            bisect.insort(free, (room - n, b))
+            room -= n
+        if room >= smallest:  # a bin that no item can fit into any more is closed
+            bisect.insort(free, (room, b))
     for b in bins:
         b.sort()
     bins.sort(key=lambda b: b[0])

@@ -1,37 +1,43 @@
 """`instill prepare`: raw files -> validated conversations -> masked tokens -> packed rows on disk.
 
-Stages are plain functions over plain data, so each can be tested alone:
-`read_conversations` (formats + validation + mixing), `encode_conversations` (render, mask,
-truncate; multi-process for large inputs), `pack_examples` (packing.py), and `write_prepared`.
-Nothing is dropped silently: every row that does not reach the output is counted by reason in
-`stats.json` and written with its reason to `rejected.jsonl`.
+Stages are plain functions over plain data, so each can be tested alone: `read_conversations`
+(formats + validation), `encode_conversations` (render, mask, truncate; multi-process for large
+inputs), `apply_weight` (mixing, on encoded rows so a repeated row is encoded and counted once),
+`pack_examples` (packing.py) and `write_prepared`. Nothing is dropped silently: every row that
+does not reach the output is counted by reason in `stats.json` and written with its reason to
+`rejected.jsonl`, and a source that ends up contributing nothing is an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import multiprocessing as mp
 import os
 import random
+import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instill.config import Config, DataConfig, SourceConfig
 from instill.data.conversation import Conversation
-from instill.data.formats import RowFormat, detect_format, get_format, parse_row
+from instill.data.formats import RowFormat, get_format, parse_row
 from instill.data.masking import Renderer, TokenizedExample
-from instill.data.packing import pack_examples
+from instill.data.packing import PackedRow, pack_examples
 from instill.data.sources import RawRow, read_source
 from instill.data.templates import chat_template_source, get_template, prepare_tokenizer
-from instill.errors import RowError, TemplateError
+from instill.errors import InstillError, RowError, TemplateError
 
 CHUNK = 256
 PARALLEL_MIN_ROWS = 4000  # below this, starting workers costs more than it saves
+SKIP_HINT = (
+    "set data.on_bad_row=skip to skip bad rows; they are counted and written to rejected.jsonl"
+)
 
 
 @dataclass
@@ -45,158 +51,146 @@ class Rejected:
     row: Any = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "location": self.location,
-                "reason": self.reason,
-                "field": self.field,
-                "message": self.message,
-                "row": self.row,
-            },
-            ensure_ascii=False,
-            default=str,
-        )
+        return json.dumps(asdict(self), ensure_ascii=False, default=str)
 
 
 @dataclass
 class SourceStats:
+    """Per-source counts, reported in stats.json."""
+
     name: str
     weight: float
     files: int = 0
     rows_read: int = 0
     rows_valid: int = 0
-    rows_after_mixing: int = 0
+    rows_kept: int = 0
+    examples_after_mixing: int = 0
 
 
 @dataclass
 class ReadResult:
-    conversations: list[Conversation]
+    """Valid conversations per source (in config order), and the rows rejected while reading."""
+
+    per_source: list[list[Conversation]]
     rejected: list[Rejected] = field(default_factory=list)
     sources: list[SourceStats] = field(default_factory=list)
+
+    @property
+    def conversations(self) -> list[Conversation]:
+        return [c for convs in self.per_source for c in convs]
 
 
 # --------------------------------------------------------------------------- reading
 
 
-def read_conversations(
-    data: DataConfig, seed: int = 0, require_response: bool = True
-) -> ReadResult:
-    """Read and validate every source, then apply the mixing weights.
+def read_conversations(data: DataConfig, exclude: Path | None = None) -> ReadResult:
+    """Read and validate every source, keeping file order within each source.
+
+    Args:
+        data: the data config.
+        exclude: a directory whose files are never read as data (the run's output directory).
 
     Raises:
         RowError: on the first bad row when `data.on_bad_row` is `error`.
+        InstillError: for file-level problems and for a source without a single row.
     """
     result = ReadResult([])
-    for k, src in enumerate(data.sources):
+    for src in data.sources:
         stats = SourceStats(src.label, src.weight)
         convs: list[Conversation] = []
-        for _file, rows in read_source(src.path, src.file_type, src.split):
+        for _file, rows in read_source(src.path, src.file_type, src.split, exclude):
             stats.files += 1
             for item in _parse_rows(rows, src):
                 stats.rows_read += 1
-                if isinstance(item, RowError):
-                    if data.on_bad_row == "error":
-                        raise _with_hint(item)
-                    result.rejected.append(
-                        Rejected(
-                            item.location,
-                            item.reason,
-                            item.message,
-                            item.field,
-                            getattr(item, "row", None),
-                        )
+                if isinstance(item, Conversation):
+                    convs.append(item)
+                elif data.on_bad_row == "error":
+                    raise RowError(
+                        item.location, item.field, item.reason, f"{item.message}\n({SKIP_HINT})"
                     )
-                    continue
-                convs.append(item)
+                else:
+                    result.rejected.append(
+                        Rejected(item.location, item.reason, item.message, item.field, item.row)
+                    )
+        if stats.rows_read == 0:
+            raise InstillError(f"source {src.label}: no rows found (empty file or directory)")
         stats.rows_valid = len(convs)
-        mixed = apply_weight(convs, src.weight, random.Random(seed * 1000 + k))
-        stats.rows_after_mixing = len(mixed)
-        result.conversations += mixed
+        result.per_source.append(convs)
         result.sources.append(stats)
     return result
-
-
-def _with_hint(err: RowError) -> RowError:
-    err.args = (
-        f"{err.args[0]}\n(set data.on_bad_row=skip to skip bad rows; they are counted "
-        "and written to rejected.jsonl)",
-    )
-    return err
 
 
 def _parse_rows(
     rows: Iterator[RawRow | RowError], src: SourceConfig
 ) -> Iterator[Conversation | RowError]:
+    """Parse a file's rows; with `format: auto` the first parseable row fixes the format."""
     fmt: RowFormat | None = None if src.format == "auto" else get_format(src.format)
     for raw in rows:
         if isinstance(raw, RowError):
             yield raw
             continue
-        if fmt is None:
-            from instill.data.formats import apply_columns
-
-            try:
-                fmt = detect_format(
-                    apply_columns(raw.data, src.columns, raw.location), raw.location
-                )
-            except RowError as e:
-                e.row = raw.data
-                yield e
-                continue
         try:
-            yield parse_row(raw.data, raw.location, fmt, src.columns, src.roles)
+            conv, fmt = parse_row(raw.data, raw.location, fmt, src.columns, src.roles)
+            yield conv
         except RowError as e:
             e.row = raw.data
             yield e
 
 
-def apply_weight(
-    convs: list[Conversation], weight: float, rng: random.Random
-) -> list[Conversation]:
-    """Repeat each row `floor(weight)` times and add a seeded sample for the fraction.
+def apply_weight(items: list, weight: float, rng: random.Random) -> list:
+    """Repeat each item `floor(weight)` times and add a seeded sample for the fraction.
 
-    Rows stay in source order (repeats adjacent), so the output is deterministic; training
+    Items stay in source order (repeats adjacent), so the output is deterministic; training
     shuffles per epoch.
     """
     whole = math.floor(weight)
     frac = weight - whole
-    extra = set(rng.sample(range(len(convs)), round(frac * len(convs)))) if frac else set()
+    extra = set(rng.sample(range(len(items)), round(frac * len(items)))) if frac else set()
     out = []
-    for i, c in enumerate(convs):
-        out += [c] * (whole + (1 if i in extra else 0))
+    for i, item in enumerate(items):
+        out += [item] * (whole + (1 if i in extra else 0))
     return out
 
 
 # --------------------------------------------------------------------------- encoding
 
-_WORKER: dict[str, Any] = {}
+_STATE: dict[str, Any] = {}  # per worker process: the renderer and the work list (see _init)
 
 
-def _encode_chunk(args: tuple[Sequence[Conversation], int, str]) -> list:
-    convs, max_length, policy = args
-    renderer: Renderer = _WORKER["renderer"]
+def _init(renderer: Renderer, convs: Sequence[Conversation], max_length: int, policy: str):
+    _STATE.update(renderer=renderer, convs=convs, max_length=max_length, policy=policy)
+
+
+def _encode_range(bounds: tuple[int, int]) -> list[TokenizedExample | Rejected]:
+    renderer: Renderer = _STATE["renderer"]
+    convs = _STATE["convs"][bounds[0] : bounds[1]]
+    max_length, policy = _STATE["max_length"], _STATE["policy"]
     failed: dict[int, TemplateError] = {}
     encoded = renderer.encode_many(convs, on_error=failed.__setitem__)
-    result: list = []
+    result: list[TokenizedExample | Rejected] = []
     for i, c in enumerate(convs):
+        example = encoded[i]
+        try:
+            if example is not None:
+                example = renderer.fit(c, example, max_length, policy)
+        except TemplateError as e:
+            failed[i] = e
         if i in failed:
             result.append(Rejected(c.source, "template_error", str(failed[i]), row=c.to_dict()))
-            continue
-        ex = renderer.fit(c, encoded[i], max_length, policy)
-        if ex is None:
+        elif example is None:
             result.append(
                 Rejected(
                     c.source,
                     "too_long",
-                    f"longer than data.max_length={max_length} tokens and "
-                    "data.truncation is drop_row",
+                    f"longer than data.max_length={max_length} tokens and data.truncation is "
+                    "drop_row",
                     row=c.to_dict(),
                 )
             )
-        elif ex.supervised_tokens == 0:
+        elif example.supervised_tokens == 0:
             why = (
                 "truncation removed every response token"
-                if ex.truncated
+                if example.truncated
                 else "no assistant turn is trained (train: false / masking strategy)"
             )
             result.append(
@@ -208,9 +202,17 @@ def _encode_chunk(args: tuple[Sequence[Conversation], int, str]) -> list:
                 )
             )
         else:
-            ex.pieces = []
-            result.append(ex)
+            example.pieces = []  # not needed downstream; keeps results small to send back
+            result.append(example)
     return result
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (containers can report the host's count otherwise)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def encode_conversations(
@@ -219,32 +221,40 @@ def encode_conversations(
     max_length: int,
     policy: str,
     num_proc: int = 0,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> list[TokenizedExample | Rejected]:
-    """Render, mask and truncate every conversation, in input order.
+    """Render, mask and truncate every conversation; results are in input order.
 
     Args:
+        renderer: the renderer (tokenizer + template + masking strategy).
+        convs: the conversations.
+        max_length: the truncation length.
+        policy: the truncation policy.
         num_proc: worker processes; 0 uses every core for large inputs and 1 otherwise.
         progress: optional callable advanced by the number of rows done.
     """
     if num_proc == 0:
-        num_proc = (os.cpu_count() or 1) if len(convs) >= PARALLEL_MIN_ROWS else 1
-    chunks = [(convs[i : i + CHUNK], max_length, policy) for i in range(0, len(convs), CHUNK)]
-    _WORKER["renderer"] = renderer
-    results: list = []
-    if num_proc > 1 and "fork" in mp.get_all_start_methods() and len(chunks) > 1:
+        num_proc = usable_cores() if len(convs) >= PARALLEL_MIN_ROWS else 1
+    ranges = [(i, min(i + CHUNK, len(convs))) for i in range(0, len(convs), CHUNK)]
+    results: list[TokenizedExample | Rejected] = []
+    if num_proc > 1 and len(ranges) > 1 and "fork" in mp.get_all_start_methods():
+        # Forked workers inherit the renderer and the conversations; only index ranges go out
+        # and encoded rows come back. The Rust tokenizer's own threads would fight the workers.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        with mp.get_context("fork").Pool(num_proc) as pool:
-            for part in pool.imap(_encode_chunk, chunks):
+        ctx = mp.get_context("fork")
+        with ctx.Pool(num_proc, _init, (renderer, convs, max_length, policy)) as pool:
+            for part in pool.imap(_encode_range, ranges):
                 results += part
                 if progress:
                     progress(len(part))
     else:
-        for chunk in chunks:
-            part = _encode_chunk(chunk)
+        _init(renderer, convs, max_length, policy)
+        for bounds in ranges:
+            part = _encode_range(bounds)
             results += part
             if progress:
                 progress(len(part))
+    _STATE.clear()
     return results
 
 
@@ -263,7 +273,11 @@ class Prepared:
 
 
 def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]:
-    """Load the tokenizer, build the template, add missing special tokens."""
+    """Load the tokenizer, build the template, add missing special tokens.
+
+    Returns:
+        The renderer and the tokens that were added to the tokenizer.
+    """
     if tokenizer is None:
         from instill.models.tokenizer_loading import load_tokenizer
 
@@ -279,58 +293,90 @@ def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]
 
 
 def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
-    """Run the whole data stage and write `<output_dir>/prepared/` plus its reports."""
+    """Run the whole data stage and write `<output_dir>/prepared/` plus its reports.
+
+    Args:
+        config: the validated config.
+        tokenizer: use this tokenizer instead of loading `config.model` (it gets modified).
+        progress: show a progress bar for large inputs.
+
+    Raises:
+        InstillError: for bad input (see `read_conversations`), a template that cannot mask a
+            row exactly (with `on_bad_row: error`), or a source that contributes no example.
+    """
     data = config.data
+    out = Path(config.output_dir)
     renderer, added = build_renderer(config, tokenizer)
     t0 = time.perf_counter()  # the pipeline's own time, without loading the tokenizer
-    read = read_conversations(data, config.seed)
+    read = read_conversations(data, exclude=out)
     convs = read.conversations
-    with _progress(progress, len(convs)) as advance:
+    with _progress_bar(progress, len(convs)) as advance:
         results = encode_conversations(
             renderer, convs, data.max_length, data.truncation, data.num_proc, advance
         )
-    examples = [r for r in results if isinstance(r, TokenizedExample)]
-    rejected = read.rejected + [r for r in results if isinstance(r, Rejected)]
-    out = Path(config.output_dir)
+    rejected = list(read.rejected)
+    examples: list[TokenizedExample] = []
+    problems: list[str] = []
+    start = 0
+    for k, (src, stats, src_convs) in enumerate(
+        zip(data.sources, read.sources, read.per_source, strict=True)
+    ):
+        part = results[start : start + len(src_convs)]
+        start += len(src_convs)
+        if data.on_bad_row == "error":
+            for r in part:
+                if isinstance(r, Rejected) and r.reason == "template_error":
+                    raise TemplateError(f"{r.location}: {r.message}\n({SKIP_HINT})")
+        kept = [r for r in part if isinstance(r, TokenizedExample)]
+        rejected += [r for r in part if isinstance(r, Rejected)]
+        stats.rows_kept = len(kept)
+        mixed = apply_weight(kept, src.weight, random.Random(config.seed * 1000 + k))
+        stats.examples_after_mixing = len(mixed)
+        examples += mixed
+        if not kept:
+            problems.append(
+                f"source {src.label}: none of its {stats.rows_read} rows is usable "
+                "(see rejected.jsonl for why)"
+            )
+        elif not mixed:
+            problems.append(
+                f"source {src.label}: weight {src.weight} keeps 0 of its {len(kept)} rows; "
+                "raise the weight or remove the source"
+            )
     rows = pack_examples(examples, data.max_length) if data.packing else None
     stats = compute_stats(read, examples, rejected, rows, renderer, added, data)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
-    write_prepared(out, config, examples, rows, rejected, stats, renderer)
+    write_reports(out, config, rejected, stats)
+    if problems:
+        raise InstillError("\n".join(problems))
+    write_prepared(out, examples, rows, renderer)
     return Prepared(out, stats, examples, rejected, renderer)
 
 
-class _progress:
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] | None]:
     """A rich progress bar when asked for and the input is large enough to need one."""
+    if not enabled or total < 2000:
+        yield None
+        return
+    from rich.progress import Progress
 
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled = enabled and total >= 2000
-        self.total = total
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import Progress
-
-        self._p = Progress(transient=True)
-        self._p.__enter__()
-        task = self._p.add_task("render + mask", total=self.total)
-        return lambda n: self._p.advance(task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._p.__exit__(*exc)
+    with Progress(transient=True) as bar:
+        task = bar.add_task("render + mask", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def compute_stats(
     read: ReadResult,
     examples: list[TokenizedExample],
     rejected: list[Rejected],
-    rows,
+    rows: list[PackedRow] | None,
     renderer: Renderer,
     added: list[str],
     data: DataConfig,
 ) -> dict:
+    """The numbers written to stats.json; token counts are over the examples as trained."""
     lengths = sorted(len(e.input_ids) for e in examples)
     supervised = sum(e.supervised_tokens for e in examples)
     total = sum(lengths)
@@ -340,12 +386,11 @@ def compute_stats(
 
     stats: dict = {
         "rows_read": sum(s.rows_read for s in read.sources),
-        "rows_valid": sum(s.rows_valid for s in read.sources),
-        "rows_after_mixing": len(read.conversations),
-        "rows_kept": len(examples),
+        "rows_kept": sum(s.rows_kept for s in read.sources),
         "rows_rejected": len(rejected),
         "rejected_by_reason": dict(Counter(r.reason for r in rejected).most_common()),
-        "sources": [vars(s) for s in read.sources],
+        "examples": len(examples),
+        "sources": [asdict(s) for s in read.sources],
         "tokens_total": total,
         "tokens_supervised": supervised,
         "supervised_fraction": round(supervised / total, 4) if total else 0.0,
@@ -375,19 +420,25 @@ def compute_stats(
     return stats
 
 
+def write_reports(out: Path, config: Config, rejected: list[Rejected], stats: dict) -> None:
+    """Write stats.json, rejected.jsonl and the resolved config (also when preparing fails)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    with (out / "rejected.jsonl").open("w", encoding="utf-8") as f:
+        for r in rejected:
+            f.write(r.to_json() + "\n")
+    config.save(out)
+
+
 def write_prepared(
     out: Path,
-    config: Config,
     examples: list[TokenizedExample],
-    rows,
-    rejected: list[Rejected],
-    stats: dict,
+    rows: list[PackedRow] | None,
     renderer: Renderer,
 ) -> None:
-    """Write the dataset, tokenizer, stats, rejected rows and resolved config."""
+    """Write the dataset (atomically: a temp dir renamed into place) and the tokenizer."""
     import datasets
 
-    out.mkdir(parents=True, exist_ok=True)
     ints = datasets.Sequence(datasets.Value("int32"))
     if rows is not None:
         table = {
@@ -417,20 +468,8 @@ def write_prepared(
     ds = datasets.Dataset.from_dict(table, features=features)
     target = out / "prepared"
     tmp = out / "prepared.tmp"
-    _rmtree(tmp)
+    shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
-    _rmtree(target)
+    shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     renderer.tokenizer.save_pretrained(str(out / "tokenizer"))
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
-    with (out / "rejected.jsonl").open("w") as f:
-        for r in rejected:
-            f.write(r.to_json() + "\n")
-    config.save(out)
-
-
-def _rmtree(p: Path) -> None:
-    import shutil
-
-    if p.exists():
-        shutil.rmtree(p)

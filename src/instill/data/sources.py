@@ -9,7 +9,6 @@ like any other bad row.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,11 +34,23 @@ class RawRow:
     location: str
 
 
-def list_files(path: str | Path) -> list[Path]:
-    """The data files of a file or directory path (directories recursively, sorted)."""
+def list_files(path: str | Path, exclude: Path | None = None) -> list[Path]:
+    """The data files of a file or directory path.
+
+    Directories are read recursively in sorted order, skipping hidden files and folders (editor
+    and notebook checkpoints) and anything under `exclude` (the run's own output directory).
+    """
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIX_TYPES)
+        skip = exclude.resolve() if exclude is not None else None
+        files = sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in SUFFIX_TYPES
+            and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            and not (skip is not None and f.resolve().is_relative_to(skip))
+        )
         if not files:
             raise InstillError(
                 f"{p}: directory has no data files (expected {', '.join(sorted(SUFFIX_TYPES))})"
@@ -81,6 +92,8 @@ def _read_jsonl(path: Path) -> Iterator[RawRow | RowError]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:line {lineno}"
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark
+                raw = raw[3:]
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -108,7 +121,7 @@ def _read_jsonl(path: Path) -> Iterator[RawRow | RowError]:
 
 def _read_json(path: Path) -> Iterator[RawRow | RowError]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as e:
         raise InstillError(f"{path}: not valid UTF-8 ({e.reason}); re-encode it as UTF-8") from e
     except json.JSONDecodeError as e:
@@ -128,27 +141,49 @@ def _read_json(path: Path) -> Iterator[RawRow | RowError]:
 
 
 def _read_csv(path: Path) -> Iterator[RawRow | RowError]:
+    """CSV rows as dicts, located by the physical line each record starts on.
+
+    Cells are text; a cell holding a JSON list of objects (a message list) is decoded, so that
+    conversations can live in a CSV column.
+    """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise InstillError(f"{path}: CSV file has no header row")
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if dupes:
+                raise InstillError(f"{path}: CSV header repeats column(s) {', '.join(dupes)}")
+            last = reader.line_num
+            for cells in reader:
+                where = f"{path}:line {last + 1}"
+                last = reader.line_num
+                if not cells:  # a blank line
+                    continue
+                if len(cells) != len(header):
+                    yield RowError(
+                        where,
+                        None,
+                        "malformed_csv",
+                        f"row has {len(cells)} fields but the header has {len(header)}; quote "
+                        "fields that hold commas or line breaks",
+                    )
+                    continue
+                yield RawRow({h: _csv_cell(c) for h, c in zip(header, cells, strict=True)}, where)
     except UnicodeDecodeError as e:
         raise InstillError(f"{path}: not valid UTF-8 ({e.reason}); re-encode it as UTF-8") from e
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames:
-        raise InstillError(f"{path}: CSV file has no header row")
-    start = 2
-    for row in reader:
-        where = f"{path}:line {start}"
-        start = reader.line_num + 1
-        if None in row:
-            yield RowError(
-                where,
-                None,
-                "malformed_csv",
-                f"row has {len(reader.fieldnames) + len(row[None])} fields but the "
-                f"header has {len(reader.fieldnames)}; quote fields that hold commas",
-            )
-            continue
-        yield RawRow(dict(row), where)
+
+
+def _csv_cell(cell: str) -> Any:
+    if cell.lstrip().startswith("[{"):
+        try:
+            value = json.loads(cell)
+        except json.JSONDecodeError:
+            return cell
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            return value
+    return cell
 
 
 def _read_parquet(path: Path) -> Iterator[RawRow | RowError]:
@@ -182,12 +217,12 @@ def read_hub_dataset(dataset_id: str, split: str) -> Iterator[RawRow | RowError]
 
 
 def read_source(
-    path: str, file_type: str = "auto", split: str = "train"
+    path: str, file_type: str = "auto", split: str = "train", exclude: Path | None = None
 ) -> Iterator[tuple[Path | None, Iterator[RawRow | RowError]]]:
     """Yield `(file, rows)` for every file of a source (one pair, `file=None`, for a hub id)."""
     p = Path(path)
     if p.exists():
-        for f in list_files(p):
+        for f in list_files(p, exclude):
             yield f, read_file(f, file_type)
         return
     looks_like_hub_id = path.count("/") == 1 and not path.startswith((".", "/", "~"))
