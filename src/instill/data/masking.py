@@ -49,7 +49,7 @@ class TokenizedExample:
 
     @property
     def supervised_tokens(self) -> int:
-        return sum(1 for x in self.labels if x != IGNORE_INDEX)
+        return len(self.labels) - self.labels.count(IGNORE_INDEX)
 
 
 def split_rendering(template: ChatTemplate, messages: Sequence[Message]) -> list[Piece]:

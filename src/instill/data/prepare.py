@@ -11,6 +11,7 @@ does not reach the output is counted by reason in `stats.json` and written with 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import multiprocessing as mp
@@ -239,14 +240,22 @@ def encode_conversations(
     results: list[TokenizedExample | Rejected] = []
     if num_proc > 1 and len(ranges) > 1 and "fork" in mp.get_all_start_methods():
         # Forked workers inherit the renderer and the conversations; only index ranges go out
-        # and encoded rows come back. The Rust tokenizer's own threads would fight the workers.
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        ctx = mp.get_context("fork")
-        with ctx.Pool(num_proc, _init, (renderer, convs, max_length, policy)) as pool:
-            for part in pool.imap(_encode_range, ranges):
-                results += part
-                if progress:
-                    progress(len(part))
+        # and encoded rows come back. The Rust tokenizer's own threads would fight the workers,
+        # so they are off in the workers (and on again here afterwards).
+        before = os.environ.get("TOKENIZERS_PARALLELISM")
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        try:
+            ctx = mp.get_context("fork")
+            with ctx.Pool(num_proc, _init, (renderer, convs, max_length, policy)) as pool:
+                for part in pool.imap(_encode_range, ranges):
+                    results += part
+                    if progress:
+                        progress(len(part))
+        finally:
+            if before is None:
+                os.environ.pop("TOKENIZERS_PARALLELISM", None)
+            else:
+                os.environ["TOKENIZERS_PARALLELISM"] = before
     else:
         _init(renderer, convs, max_length, policy)
         for bounds in ranges:
@@ -310,10 +319,17 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
     t0 = time.perf_counter()  # the pipeline's own time, without loading the tokenizer
     read = read_conversations(data, exclude=out)
     convs = read.conversations
-    with _progress_bar(progress, len(convs)) as advance:
-        results = encode_conversations(
-            renderer, convs, data.max_length, data.truncation, data.num_proc, advance
-        )
+    # Millions of small lists are created and kept: the cyclic GC would rescan them for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with _progress_bar(progress, len(convs)) as advance:
+            results = encode_conversations(
+                renderer, convs, data.max_length, data.truncation, data.num_proc, advance
+            )
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     rejected = list(read.rejected)
     examples: list[TokenizedExample] = []
     problems: list[str] = []
