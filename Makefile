@@ -31,9 +31,10 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# The main job on the embedded default.
+# The main job on the embedded default: show what is trained, then LoRA-tune Gemma 3 270M base.
 demo: $(VENV)/.installed
-	$(BIN)/instill prepare configs/example.yaml --show 2
+	$(BIN)/instill prepare configs/quickstart.yaml --show 2
+	$(BIN)/instill train configs/quickstart.yaml
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -11,10 +11,19 @@ from instill.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
 
 def test_there_are_shipped_configs():
-    assert [p.name for p in CONFIGS] == ["example.yaml"]
+    assert [p.name for p in CONFIGS] == [
+        "freeze.yaml",
+        "full.yaml",
+        "lora.yaml",
+        "multi_gpu.yaml",
+        "qlora.yaml",
+        "quickstart.yaml",
+    ]
+    assert [p.name for p in ACCELERATE_CONFIGS] == ["ddp.yaml", "deepspeed.yaml", "fsdp.yaml"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
@@ -22,6 +31,36 @@ def test_every_shipped_config_validates_and_its_files_exist(path):
     cfg = load_config(path)
     for src in cfg.data.sources:
         assert (ROOT / src.path).exists(), f"{path.name}: {src.path} does not exist"
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=[p.name for p in ACCELERATE_CONFIGS])
+def test_every_accelerate_config_loads(path):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    cfg = ClusterConfig.from_yaml_file(str(path))
+    assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_trains_a_few_steps_on_a_tiny_model(path, tmp_path, monkeypatch):
+    """The shipped recipe as it is, but on a tiny model for two steps."""
+    from instill.train.loop import train
+
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(
+        path,
+        [
+            "model.path=tiny-random-gemma",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "train.freeze.last_n_layers=1",
+            "train.logging.tensorboard=false",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
+    result = train(cfg)
+    assert result.state.step == 2
+    assert (result.final_dir / "generation_config.json").is_file()
 
 
 def _make_recipe(target: str) -> list[str]:
@@ -40,20 +79,25 @@ def test_readme_opens_with_the_two_commands():
 
 
 @pytest.mark.slow
-def test_make_demo_command_runs(tmp_path):
-    """Runs the `instill` command of `make demo` (the install steps are what `make test` did)."""
-    (command,) = [c for c in _make_recipe("demo") if "instill " in c]
-    args = command.replace("$(BIN)/instill", "").split()
+def test_make_demo_commands_run(tmp_path):
+    """Runs the `instill` commands of `make demo` (the install steps are what `make test` did)."""
+    commands = [c for c in _make_recipe("demo") if "instill " in c]
+    assert [c.split()[1] for c in commands] == ["prepare", "train"]
     exe = Path(sys.executable).with_name("instill")
     out_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [str(exe), *args, f"output_dir={out_dir}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "[[" in proc.stdout and "<end_of_turn>]]" in proc.stdout  # examples shown, marked
-    assert "rows read / kept / rejected" in proc.stdout
-    assert (out_dir / "prepared").is_dir() and (out_dir / "stats.json").is_file()
+    outputs = []
+    for command in commands:
+        args = command.replace("$(BIN)/instill", "").split()
+        proc = subprocess.run(
+            [str(exe), *args, f"output_dir={out_dir}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=1200,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout)
+    assert "[[" in outputs[0] and "<end_of_turn>]]" in outputs[0]  # examples shown, marked
+    assert "rows read / kept / rejected" in outputs[0]
+    assert "trained 3 steps" in outputs[1]
+    assert (out_dir / "final" / "adapter_model.safetensors").is_file()

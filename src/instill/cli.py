@@ -7,7 +7,9 @@ Errors for bad input are printed as one clear message (no traceback) with exit s
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -21,7 +23,16 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _quiet_third_party() -> None:
+    """Silence messages that say nothing to a user of this command line."""
+    # bitsandbytes announces, at import (through PEFT), an optional kernel package it lacks.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # PEFT reads a transformers attribute that transformers itself deprecated.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_third_party()
     parser = build_parser()
     # Overrides (key=value) may come before or after options such as --show.
     args, extra = parser.parse_known_args(argv)
@@ -66,6 +77,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="print N rendered examples with the trained tokens marked",
     )
     p.set_defaults(func=cmd_prepare)
+
+    t = sub.add_parser(
+        "train",
+        help="supervised fine-tuning (full, freeze, LoRA, QLoRA) on the data of a config",
+        description="Prepare the data, then fine-tune with the response-masked loss. Writes "
+        "checkpoints/, metrics.jsonl, tensorboard/ and the tuned model in <output_dir>/final/. "
+        "Under `accelerate launch` or `torchrun` it runs data-parallel with the same config.",
+    )
+    t.add_argument("config", help="YAML config file")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4")
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the run's latest checkpoint, or from the given checkpoint dir",
+    )
+    t.set_defaults(func=cmd_train)
     return parser
 
 
@@ -103,6 +133,26 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             highlight=False,
         )
     console.print(f"wrote {result.output_dir / 'prepared'}", highlight=False)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from instill.config import load_config
+    from instill.train.loop import train
+
+    config = load_config(args.config, args.overrides)
+    try:
+        result = train(config, resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    if not result.is_main_process:
+        return 0
+    console.print(
+        f"trained {result.state.step} steps; final loss {result.state.last_loss:.4f}"
+        + (f", validation loss {result.val_losses[-1]:.4f}" if result.val_losses else "")
+        + f"\nwrote {result.final_dir}",
+        highlight=False,
+    )
     return 0
 
 

@@ -68,7 +68,7 @@ class SourceConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """Which model (and so which tokenizer) the data is prepared for."""
+    """Which model (and so which tokenizer) is tuned, and how it is loaded."""
 
     path: str = Field(
         description="Hugging Face model dir or hub id, a .gguf file, or a registered name "
@@ -76,6 +76,87 @@ class ModelConfig(_Strict):
     )
     tokenizer: str | None = Field(None, description="Tokenizer location if not `path`.")
     trust_remote_code: bool = False
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="Compute dtype: `auto` is bf16 on GPUs and CPUs with native bf16 (AMX / "
+        "AVX512-bf16), fp32 otherwise.",
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = (
+        Field("auto", description="`auto`: flash-attention 2 on a GPU when installed, else sdpa.")
+    )
+
+
+class LoraConfig(_Strict):
+    """LoRA adapters (PEFT) on the frozen base."""
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: Literal["all-linear", "attention"] | list[str] = Field(
+        "all-linear",
+        description="`all-linear` (every linear layer but the LM head), `attention` (q/k/v/o "
+        "projections) or a list of module names.",
+    )
+    rslora: bool = Field(False, description="Rank-stabilised scaling alpha/sqrt(r).")
+    dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class FreezeConfig(_Strict):
+    """Train only the last N transformer blocks (method: freeze)."""
+
+    last_n_layers: int = Field(2, ge=1)
+    train_embeddings: bool = False
+    train_lm_head: bool = False
+
+
+class LoggingConfig(_Strict):
+    """Where metrics go besides `metrics.jsonl` in the run directory."""
+
+    tensorboard: bool = True
+    wandb: bool = False
+    mlflow: bool = False
+    project: str = "instill"
+    run_name: str | None = None
+
+
+class TrainConfig(_Strict):
+    """The SFT loop. Defaults follow the usual practice: 1-3 epochs, a low learning rate."""
+
+    method: Literal["full", "freeze", "lora", "qlora"] = "lora"
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    freeze: FreezeConfig = Field(default_factory=FreezeConfig)
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (overrides epochs)."
+    )
+    batch_size: int = Field(8, ge=1, description="Rows per micro-batch per device.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate; default 2e-4 for LoRA/QLoRA, 2e-5 otherwise."
+    )
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    gradient_checkpointing: bool = False
+    loss_chunk_tokens: int = Field(
+        1024, ge=16, description="Supervised positions per LM-head chunk in the loss."
+    )
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    keep_last: int = Field(2, ge=1, description="Checkpoints kept.")
+    log_every: int = Field(1, ge=1)
+    eval_every: int = Field(0, ge=0, description="Validation loss every N steps (0: at the end).")
+    sample_prompts: list[str] = Field(
+        default_factory=list, description="Prompts answered and logged at each validation."
+    )
+    sample_max_new_tokens: int = Field(64, ge=1)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def peak_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 2e-4 if self.method in ("lora", "qlora") else 2e-5
 
 
 class DataConfig(_Strict):
@@ -96,6 +177,13 @@ class DataConfig(_Strict):
     truncation: TruncationPolicy = "truncate_response"
     masking: MaskingStrategy = "all_assistant"
     on_bad_row: Literal["error", "skip"] = "error"
+    val_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of each source's examples held out (seeded, before mixing and "
+        "packing) for the validation loss; written to prepared_val/.",
+    )
     num_proc: int = Field(
         0, ge=0, description="Worker processes for rendering/tokenizing; 0 picks automatically."
     )
@@ -106,6 +194,7 @@ class Config(_Strict):
 
     model: ModelConfig
     data: DataConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
     seed: int = 0
 

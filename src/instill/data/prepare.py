@@ -65,6 +65,7 @@ class SourceStats:
     rows_read: int = 0
     rows_valid: int = 0
     rows_kept: int = 0
+    rows_validation: int = 0
     examples_after_mixing: int = 0
 
 
@@ -279,6 +280,7 @@ class Prepared:
     examples: list[TokenizedExample]
     rejected: list[Rejected]
     renderer: Renderer
+    validation: list[TokenizedExample] = field(default_factory=list)
 
 
 def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]:
@@ -332,6 +334,7 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
             gc.enable()
     rejected = list(read.rejected)
     examples: list[TokenizedExample] = []
+    validation: list[TokenizedExample] = []
     problems: list[str] = []
     start = 0
     for k, (src, stats, src_convs) in enumerate(
@@ -346,10 +349,22 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
         kept = [r for r in part if isinstance(r, TokenizedExample)]
         rejected += [r for r in part if isinstance(r, Rejected)]
         stats.rows_kept = len(kept)
-        mixed = apply_weight(kept, src.weight, random.Random(config.seed * 1000 + k))
+        rng = random.Random(config.seed * 1000 + k)
+        if data.val_fraction and kept:
+            # Held out before mixing, so no copy of a validation row is trained on.
+            held = set(rng.sample(range(len(kept)), round(data.val_fraction * len(kept))))
+            validation += [e for i, e in enumerate(kept) if i in held]
+            kept = [e for i, e in enumerate(kept) if i not in held]
+            stats.rows_validation = len(held)
+        mixed = apply_weight(kept, src.weight, rng)
         stats.examples_after_mixing = len(mixed)
         examples += mixed
-        if not kept:
+        if not kept and stats.rows_validation:
+            problems.append(
+                f"source {src.label}: data.val_fraction={data.val_fraction} leaves none of its "
+                f"{stats.rows_kept} rows for training"
+            )
+        elif not kept:
             problems.append(
                 f"source {src.label}: none of its {stats.rows_read} rows is usable "
                 "(see rejected.jsonl for why)"
@@ -359,15 +374,25 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
                 f"source {src.label}: weight {src.weight} keeps 0 of its {len(kept)} rows; "
                 "raise the weight or remove the source"
             )
+    if data.val_fraction and not validation and not problems:
+        problems.append(
+            f"data.val_fraction={data.val_fraction} holds out no row of "
+            f"{sum(s.rows_kept for s in read.sources)}; raise it or set it to 0"
+        )
     rows = pack_examples(examples, data.max_length) if data.packing else None
     stats = compute_stats(read, examples, rejected, rows, renderer, added, data)
+    stats["validation_examples"] = len(validation)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
     write_reports(out, config, rejected, stats)
     if problems:
         raise InstillError("\n".join(problems))
     write_prepared(out, examples, rows, renderer)
-    return Prepared(out, stats, examples, rejected, renderer)
+    shutil.rmtree(out / "prepared_val", ignore_errors=True)
+    if validation:
+        val_rows = pack_examples(validation, data.max_length) if data.packing else None
+        write_dataset(out / "prepared_val", validation, val_rows)
+    return Prepared(out, stats, examples, rejected, renderer, validation)
 
 
 @contextlib.contextmanager
@@ -452,7 +477,15 @@ def write_prepared(
     rows: list[PackedRow] | None,
     renderer: Renderer,
 ) -> None:
-    """Write the dataset (atomically: a temp dir renamed into place) and the tokenizer."""
+    """Write the training dataset to `out/prepared/` and the tokenizer to `out/tokenizer/`."""
+    write_dataset(out / "prepared", examples, rows)
+    renderer.tokenizer.save_pretrained(str(out / "tokenizer"))
+
+
+def write_dataset(
+    target: Path, examples: list[TokenizedExample], rows: list[PackedRow] | None
+) -> None:
+    """Save packed rows (or, unpacked, the examples) atomically: a temp dir renamed into place."""
     import datasets
 
     ints = datasets.Sequence(datasets.Value("int32"))
@@ -482,10 +515,8 @@ def write_prepared(
         )
     datasets.disable_progress_bars()
     ds = datasets.Dataset.from_dict(table, features=features)
-    target = out / "prepared"
-    tmp = out / "prepared.tmp"
+    tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
-    renderer.tokenizer.save_pretrained(str(out / "tokenizer"))

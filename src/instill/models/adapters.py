@@ -1,0 +1,123 @@
+"""What is trained: all weights, the last N blocks, LoRA or QLoRA adapters (through PEFT).
+
+`apply_method` takes a loaded causal LM and returns the model to train with `requires_grad` set
+exactly on the trainable parameters; everything else is frozen. LoRA/QLoRA use PEFT so that the
+saved adapter loads with plain `PeftModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from instill.config import TrainConfig
+from instill.errors import InstillError
+
+ATTENTION_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a causal LM (Llama/Qwen/Gemma-style `model.layers`)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layers = getattr(base.get_decoder(), "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise InstillError(
+            f"{type(base).__name__}: cannot find the transformer blocks (decoder.layers); "
+            "use method: full or lora for this architecture"
+        )
+    return layers
+
+
+def apply_method(
+    model: nn.Module, train: TrainConfig, new_token_ids: list[int] | None = None
+) -> nn.Module:
+    """Freeze/unfreeze or wrap `model` for `train.method`.
+
+    Args:
+        model: the loaded causal LM.
+        train: the train config (method, lora, freeze).
+        new_token_ids: token ids added to the vocabulary for this run; their embedding rows are
+            trained too under LoRA (PEFT trainable tokens), since they start untrained.
+    """
+    method = train.method
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if method == "freeze":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        layers = decoder_layers(model)
+        n = train.freeze.last_n_layers
+        if n > len(layers):
+            raise InstillError(
+                f"train.freeze.last_n_layers={n} but the model has {len(layers)} blocks; use at "
+                f"most {len(layers)} (or method: full)"
+            )
+        for layer in layers[len(layers) - n :]:
+            for p in layer.parameters():
+                p.requires_grad_(True)
+        if train.freeze.train_embeddings or new_token_ids:
+            model.get_input_embeddings().weight.requires_grad_(True)
+        if train.freeze.train_lm_head:
+            model.get_output_embeddings().weight.requires_grad_(True)
+        # The final norm sits after the trained blocks and is tiny: train it with them.
+        norm = getattr(model.get_decoder(), "norm", None)
+        if norm is not None:
+            for p in norm.parameters():
+                p.requires_grad_(True)
+        return model
+    if method in ("lora", "qlora"):
+        return _wrap_lora(model, train, new_token_ids)
+    raise InstillError(f"unknown train.method {method!r}")  # pragma: no cover - schema-checked
+
+
+def _wrap_lora(model: nn.Module, train: TrainConfig, new_token_ids: list[int] | None):
+    from peft import LoraConfig, get_peft_model
+
+    lora = train.lora
+    targets: str | list[str]
+    if lora.targets == "all-linear":
+        targets = "all-linear"
+    elif lora.targets == "attention":
+        targets = ATTENTION_TARGETS
+    else:
+        targets = list(lora.targets)
+    kwargs = {}
+    if new_token_ids:
+        embed_name = _module_name(model, model.get_input_embeddings())
+        kwargs["trainable_token_indices"] = {embed_name.split(".")[-1]: sorted(new_token_ids)}
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        use_rslora=lora.rslora,
+        use_dora=lora.dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+        **kwargs,
+    )
+    try:
+        peft_model = get_peft_model(model, config)
+    except ValueError as e:
+        raise InstillError(f"train.lora.targets={lora.targets!r}: {e}") from e
+    # Adapters train in fp32 even when the frozen base computes in bf16 (autocast handles mixing).
+    for p in peft_model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return peft_model
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    raise InstillError("cannot locate the input embedding module by name")  # pragma: no cover
+
+
+def trainable_parameter_count(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

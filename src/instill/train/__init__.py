@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: the loss, the loop, checkpoints and metric logging."""
