@@ -16,6 +16,7 @@ ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
 def test_there_are_shipped_configs():
     assert [p.name for p in CONFIGS] == [
+        "eval.yaml",
         "freeze.yaml",
         "full.yaml",
         "lora.yaml",
@@ -26,11 +27,40 @@ def test_there_are_shipped_configs():
     assert [p.name for p in ACCELERATE_CONFIGS] == ["ddp.yaml", "deepspeed.yaml", "fsdp.yaml"]
 
 
+TRAIN_CONFIGS = [p for p in CONFIGS if load_config(p).data is not None]
+EVAL_CONFIGS = [p for p in CONFIGS if load_config(p).data is None]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_validates_and_its_files_exist(path):
     cfg = load_config(path)
-    for src in cfg.data.sources:
+    for src in cfg.data.sources if cfg.data else []:
         assert (ROOT / src.path).exists(), f"{path.name}: {src.path} does not exist"
+    for task in cfg.eval.tasks + cfg.train.eval_tasks:
+        assert task.path is None or (ROOT / task.path).exists(), f"{path.name}: {task.path}"
+
+
+@pytest.mark.parametrize("path", EVAL_CONFIGS, ids=[p.name for p in EVAL_CONFIGS])
+def test_every_eval_config_runs_on_a_tiny_model(path, tmp_path, monkeypatch):
+    from instill.cli import main
+
+    monkeypatch.chdir(ROOT)
+    code = main(
+        [
+            "eval",
+            str(path),
+            "--model",
+            "tiny-random-qwen",
+            "--limit",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--output-dir",
+            str(tmp_path / "eval"),
+        ]
+    )
+    assert code == 0
+    assert (tmp_path / "eval" / "report.html").is_file()
 
 
 @pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=[p.name for p in ACCELERATE_CONFIGS])
@@ -41,7 +71,7 @@ def test_every_accelerate_config_loads(path):
     assert cfg.num_processes == 8 and cfg.mixed_precision == "bf16"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=[p.name for p in TRAIN_CONFIGS])
 def test_every_shipped_config_trains_a_few_steps_on_a_tiny_model(path, tmp_path, monkeypatch):
     """The shipped recipe as it is, but on a tiny model for two steps."""
     from instill.train.loop import train

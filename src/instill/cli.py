@@ -96,6 +96,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from the run's latest checkpoint, or from the given checkpoint dir",
     )
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate models on held-out tasks; compare base vs tuned",
+        description="Evaluate one or more models on eval tasks (registered names or task "
+        "files) and write per-prompt records, report.json/.md, chart.png and report.html. "
+        "With a config, models and tasks come from its eval: section (default models: the base "
+        "model and the run's final/ model).",
+    )
+    e.add_argument("config", nargs="?", help="YAML config file with an eval: section")
+    e.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    e.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="model to evaluate (repeatable); a base model, final/ dir or adapter dir",
+    )
+    e.add_argument("--adapter", default=None, help="LoRA adapter on top of the (single) --model")
+    e.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BASE", "TUNED"),
+        help="evaluate two models side by side (BASE is the baseline)",
+    )
+    e.add_argument(
+        "--tasks", default=None, help="comma-separated registered task names or task files"
+    )
+    e.add_argument("--metric", default="exact_match", help="metric for task files given by path")
+    e.add_argument("--output-dir", default=None, help="where the report goes")
+    e.add_argument("--max-new-tokens", type=int, default=None)
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--limit", type=int, default=None, help="first N prompts of each task")
+    e.add_argument(
+        "--lm-eval",
+        default=None,
+        metavar="TASKS",
+        help="run lm-evaluation-harness tasks (comma-separated) on the model instead",
+    )
+    e.add_argument(
+        "--lm-eval-include",
+        default=None,
+        metavar="DIR",
+        help="a directory of lm-eval task YAMLs (local tasks)",
+    )
+    e.set_defaults(func=cmd_eval)
     return parser
 
 
@@ -153,6 +199,84 @@ def cmd_train(args: argparse.Namespace) -> int:
         + f"\nwrote {result.final_dir}",
         highlight=False,
     )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.markdown import Markdown
+
+    from instill.config import EvalConfig, EvalModelConfig, EvalTaskConfig, load_config
+    from instill.errors import ConfigError
+    from instill.eval.runner import build_tasks, markdown_table, run_eval
+
+    config = load_config(args.config, args.overrides) if args.config else None
+    cfg = config.eval if config else EvalConfig()
+    updates = {
+        k: v
+        for k, v in (("max_new_tokens", args.max_new_tokens), ("batch_size", args.batch_size))
+        if v is not None
+    }
+    cfg = cfg.model_copy(update=updates)
+    if args.compare:
+        models = [EvalModelConfig(path=p) for p in args.compare]
+    elif args.model:
+        models = [
+            EvalModelConfig(path=p, adapter=args.adapter if k == 0 else None)
+            for k, p in enumerate(args.model)
+        ]
+    elif cfg.models:
+        models = list(cfg.models)
+    elif config is not None:
+        models = [EvalModelConfig(path=config.model.path, name="base")]
+        final = Path(config.output_dir) / "final"
+        if final.is_dir():
+            models.append(EvalModelConfig(path=str(final), name="tuned"))
+    else:
+        raise ConfigError(["give a config, --model PATH or --compare BASE TUNED"])
+    if args.lm_eval:
+        from instill.eval.lm_eval_adapter import run_lm_eval
+
+        for spec in models:
+            results = run_lm_eval(
+                spec,
+                args.lm_eval.split(","),
+                include=args.lm_eval_include,
+                limit=args.limit,
+                out_dir=Path(args.output_dir or "runs/lm-eval"),
+            )
+            console.print(results["table"], highlight=False, markup=False)
+        return 0
+    if args.tasks:
+        specs = []
+        for item in args.tasks.split(","):
+            if Path(item).exists():
+                specs.append(EvalTaskConfig(path=item, metric=args.metric, limit=args.limit))
+            else:
+                specs.append(EvalTaskConfig(name=item, limit=args.limit))
+    else:
+        specs = list(cfg.tasks)
+    if not specs:
+        raise ConfigError(["no eval tasks: pass --tasks or list eval.tasks in the config"])
+    tasks = build_tasks(specs)
+    out_dir = Path(
+        args.output_dir
+        or cfg.output_dir
+        or (Path(config.output_dir) / "eval" if config else "runs/eval")
+    )
+    _, comparison, paths = run_eval(models, tasks, cfg, out_dir, log=console.print)
+    console.print(Markdown("## Per family\n\n" + markdown_table(comparison, "family")))
+    console.print(Markdown("## Overall\n\n" + markdown_table(comparison, "overall")))
+    for e in comparison["examples"][:3]:
+        console.rule(escape(f"{e['task']} / {e['id']}"), style="dim")
+        for model, answer in e["answers"].items():
+            console.print(
+                f"[bold]{escape(model)}[/] ({answer['score']:.2f}): "
+                f"{escape(answer['response'][:300])}",
+                highlight=False,
+            )
+    console.print(f"wrote {paths['html']} and {paths['json']}", highlight=False)
     return 0
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from instill.errors import ConfigError
 
@@ -119,6 +119,25 @@ class LoggingConfig(_Strict):
     run_name: str | None = None
 
 
+class EvalTaskConfig(_Strict):
+    """One eval task: a registered name, or a task file with its metric."""
+
+    name: str | None = Field(None, description="Registered task name, or the label of `path`.")
+    path: str | None = Field(None, description="Task file (JSON/JSONL/Parquet/CSV).")
+    kind: Literal["generate", "loglik_choice", "perplexity"] = "generate"
+    metric: str = "exact_match"
+    metric_options: dict[str, Any] = Field(default_factory=dict)
+    family: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+
+    @model_validator(mode="after")
+    def _name_or_path(self) -> EvalTaskConfig:
+        if not self.name and not self.path:
+            raise ValueError("give a registered task `name` or a task file `path`")
+        return self
+
+
 class TrainConfig(_Strict):
     """The SFT loop. Defaults follow the usual practice: 1-3 epochs, a low learning rate."""
 
@@ -150,6 +169,12 @@ class TrainConfig(_Strict):
         default_factory=list, description="Prompts answered and logged at each validation."
     )
     sample_max_new_tokens: int = Field(64, ge=1)
+    eval_tasks: list[EvalTaskConfig] = Field(
+        default_factory=list,
+        description="Eval tasks run at each validation (every eval_every steps and at the "
+        "end); keep them small, they generate answers.",
+    )
+    eval_max_new_tokens: int = Field(64, ge=1)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @property
@@ -189,14 +214,52 @@ class DataConfig(_Strict):
     )
 
 
+class EvalModelConfig(_Strict):
+    """A model to evaluate: a base model, an instill output dir, or base + adapter."""
+
+    path: str
+    adapter: str | None = None
+    name: str | None = Field(None, description="Label in reports (defaults to the path).")
+    template: str = Field("auto", description="Template for base models without one.")
+
+
+class EvalConfig(_Strict):
+    """`instill eval`: models x tasks, generation settings, where the report goes."""
+
+    models: list[EvalModelConfig] = Field(
+        default_factory=list, description="Empty: the run's `final/` model (after train)."
+    )
+    tasks: list[EvalTaskConfig] = Field(default_factory=list)
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(8, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    bootstrap_samples: int = Field(1000, ge=100)
+    output_dir: str | None = Field(None, description="Default: <output_dir>/eval.")
+
+
 class Config(_Strict):
-    """The whole run: model, data and where the outputs go."""
+    """The whole run: model, data, training, evaluation and where the outputs go."""
 
     model: ModelConfig
-    data: DataConfig
+    data: DataConfig | None = Field(None, description="Required by prepare and train.")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = "runs/default"
     seed: int = 0
+
+    def require_data(self, command: str) -> DataConfig:
+        """The data section, which `prepare` and `train` need."""
+        if self.data is None:
+            raise ConfigError(
+                [
+                    f"data is required for instill {command}: add a data: section "
+                    "with at least one source"
+                ]
+            )
+        return self.data
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

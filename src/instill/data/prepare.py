@@ -296,11 +296,12 @@ def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]
             config.model.tokenizer or config.model.path,
             trust_remote_code=config.model.trust_remote_code,
         )
-    template = get_template(config.data.template, tokenizer, config.data.end_of_turn)
+    data = config.require_data("prepare")
+    template = get_template(data.template, tokenizer, data.end_of_turn)
     added = prepare_tokenizer(tokenizer, template)
     # The saved tokenizer renders prompts exactly as training did, whatever serves the model.
     tokenizer.chat_template = chat_template_source(template)
-    return Renderer(tokenizer, template, config.data.masking), added
+    return Renderer(tokenizer, template, data.masking), added
 
 
 def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
@@ -315,7 +316,7 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
         InstillError: for bad input (see `read_conversations`), a template that cannot mask a
             row exactly (with `on_bad_row: error`), or a source that contributes no example.
     """
-    data = config.data
+    data = config.require_data("prepare")
     out = Path(config.output_dir)
     renderer, added = build_renderer(config, tokenizer)
     t0 = time.perf_counter()  # the pipeline's own time, without loading the tokenizer

@@ -47,6 +47,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     grad_norms: list[float] = field(default_factory=list)  # before clipping
     val_losses: list[float] = field(default_factory=list)
+    eval_scores: list[dict[str, float]] = field(default_factory=list)
     is_main_process: bool = True
 
 
@@ -75,7 +76,7 @@ def train(config: Config, resume: str | bool | None = None) -> TrainResult:
     result = TrainResult(
         run.output_dir, run.output_dir / "final", state, is_main_process=acc.is_main_process
     )
-    fixed = config.data.max_length if run.packed else None
+    fixed = config.require_data("train").max_length if run.packed else None
     pad_id = run.tokenizer.pad_token_id
     rng_at_step_start = capture_rng()
     try:
@@ -194,7 +195,7 @@ def _validate(run: Run, state: TrainState, logger, result: TrainResult) -> None:
     acc, t = run.accelerator, run.config.train
     run.loss_model.eval()
     if run.val_rows is not None:
-        fixed = run.config.data.max_length if run.packed else None
+        fixed = run.config.require_data("train").max_length if run.packed else None
         idx = list(range(acc.process_index, len(run.val_rows), acc.num_processes))
         total = torch.zeros((), device=acc.device)
         for start in range(0, max(len(idx), 1), t.batch_size):
@@ -208,6 +209,25 @@ def _validate(run: Run, state: TrainState, logger, result: TrainResult) -> None:
         val = acc.reduce(total, "sum").item() / max(1, sum(run.val_rows.supervised))
         result.val_losses.append(val)
         logger.log(state.step, {"val/loss": val, "val/perplexity": math.exp(min(val, 50))})
+    if run.eval_tasks and acc.is_main_process:
+        from instill.eval.models import LoadedModel
+        from instill.eval.runner import evaluate, summarize
+        from instill.generate.engine import SamplingConfig
+
+        lm = LoadedModel("train", run.model, run.renderer, run.end_of_turn_ids)
+        with acc.autocast():
+            records = evaluate(
+                lm,
+                run.eval_tasks,
+                SamplingConfig(max_new_tokens=t.eval_max_new_tokens, batch_size=t.batch_size),
+            )
+        metrics = {}
+        for task, s in summarize(records)["train"]["task"].items():
+            metrics[f"eval/{task}/score"] = s["score"]
+            if s["stop_rate"] is not None:
+                metrics[f"eval/{task}/stop_rate"] = s["stop_rate"]
+        logger.log(state.step, metrics)
+        result.eval_scores.append(metrics)
     if t.sample_prompts and acc.is_main_process:
         for k, text in enumerate(t.sample_prompts):
             logger.log_text(state.step, f"samples/{k}", f"{text}\n---\n{generate(run, text)}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ class Run:
     global_batch: int
     end_of_turn_ids: list[int]
     output_dir: Path
+    eval_tasks: list = field(default_factory=list)
 
 
 def make_accelerator(config: Config) -> Accelerator:
@@ -148,6 +149,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
         resize_embeddings_for_tokenizer,
     )
 
+    data = config.require_data("train")
     accelerator = make_accelerator(config)
     set_seed(config.seed)
     tokenizer, train_rows, val_rows, stats = prepare_data(config, accelerator, resume)
@@ -194,7 +196,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
 
     # The prepared tokenizer carries the exact template training used (built-ins exported).
     template = get_template("tokenizer", tokenizer, stats["end_of_turn"])
-    renderer = Renderer(tokenizer, template, config.data.masking)
+    renderer = Renderer(tokenizer, template, data.masking)
     eot_ids = list(
         dict.fromkeys(
             i
@@ -207,7 +209,13 @@ def build_run(config: Config, resume: bool = False) -> Run:
         f"{len(train_rows)} training rows{' (packed)' if packed else ''}, "
         f"{total_steps} steps of {global_batch} rows"
     )
+    eval_tasks = []
+    if t.eval_tasks:
+        from instill.eval.runner import build_tasks
+
+        eval_tasks = build_tasks(t.eval_tasks)
     return Run(
+        eval_tasks=eval_tasks,
         config=config,
         accelerator=accelerator,
         model=model,

@@ -1,0 +1,1 @@
+"""Evaluation: held-out tasks, metrics, instruction constraints, base-vs-tuned reports."""

@@ -1,0 +1,1 @@
+"""Generation with the training renderer: batched, KV-cached, stopping at the end-of-turn token."""
