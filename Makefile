@@ -31,10 +31,11 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
-# The main job on the embedded default: show what is trained, then LoRA-tune Gemma 3 270M base.
+# The main job on the embedded default: show what is trained, then evaluate Gemma 3 270M base,
+# LoRA-tune it on the built-in suite and evaluate it again (base vs tuned report).
 demo: $(VENV)/.installed
 	$(BIN)/instill prepare configs/quickstart.yaml --show 2
-	$(BIN)/instill train configs/quickstart.yaml
+	$(BIN)/instill quickstart configs/quickstart.yaml
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

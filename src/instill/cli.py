@@ -142,6 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="a directory of lm-eval task YAMLs (local tasks)",
     )
     e.set_defaults(func=cmd_eval)
+
+    q = sub.add_parser(
+        "quickstart",
+        help="evaluate the base model, LoRA-tune it on the built-in suite, evaluate again",
+        description="The main job on the embedded default: build the built-in instruction "
+        "suite, evaluate the base model on held-out families, held-out phrasings and format "
+        "prompts, tune it on the training split, evaluate the tuned model on the same prompts "
+        "and report base vs tuned.",
+    )
+    q.add_argument("config", nargs="?", default="configs/quickstart.yaml")
+    q.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    q.set_defaults(func=cmd_quickstart)
+
+    d = sub.add_parser("data", help="data utilities")
+    d.set_defaults(func=lambda _: (d.print_help(), 2)[1])
+    dsub = d.add_subparsers(dest="data_command")
+    x = dsub.add_parser("export", help="export the built-in suite as JSONL in a training format")
+    x.add_argument("what", choices=["builtin"], help="what to export")
+    x.add_argument(
+        "--format",
+        default="messages",
+        choices=["alpaca", "sharegpt", "messages", "prompt_completion"],
+    )
+    x.add_argument("--out", default="runs/builtin-suite", help="output directory")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--per-family", type=int, default=80, help="training rows per family")
+    x.add_argument("--eval-per-family", type=int, default=6)
+    x.set_defaults(func=cmd_data_export)
     return parser
 
 
@@ -277,6 +305,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 highlight=False,
             )
     console.print(f"wrote {paths['html']} and {paths['json']}", highlight=False)
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from rich.markdown import Markdown
+
+    from instill.config import load_config
+    from instill.eval.runner import markdown_table
+    from instill.quickstart import run_quickstart
+
+    config = load_config(args.config, args.overrides)
+    comp = run_quickstart(config, log=lambda m: console.print(m, highlight=False))
+    console.print(Markdown("## Base vs tuned per split\n\n" + markdown_table(comp, "task")))
+    console.print(Markdown("## Per family\n\n" + markdown_table(comp, "family")))
+    for e in comp["examples"][:3]:
+        console.rule(escape(f"{e['task']} / {e['id']}"), style="dim")
+        console.print(escape(e["prompt"][-400:]), highlight=False, markup=False)
+        for model, answer in e["answers"].items():
+            console.print(
+                f"[bold]{escape(model)}[/] (score {answer['score']:.0f}): "
+                f"{escape(answer['response'][:300])}",
+                highlight=False,
+            )
+    console.print(
+        f"finished in {comp['seconds'] / 60:.1f} min; report: {comp['paths']['html']}",
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_data_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from instill.data.builtin.suite import build_suite, export_suite
+
+    suite = build_suite(args.seed, args.per_family, args.eval_per_family)
+    report = export_suite(suite, Path(args.out), args.format)
+    for split, r in report.items():
+        skipped = ", ".join(f"{v} {k}" for k, v in r["skipped"].items())
+        note = f" (not written: {skipped}; use --format messages or sharegpt)" if skipped else ""
+        console.print(f"{split}: {r['written']} rows{note}", highlight=False)
+    console.print(f"wrote {args.out}/<split>.jsonl and <split>.eval.jsonl", highlight=False)
     return 0
 
 

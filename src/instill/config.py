@@ -240,6 +240,15 @@ class EvalConfig(_Strict):
     output_dir: str | None = Field(None, description="Default: <output_dir>/eval.")
 
 
+class QuickstartConfig(_Strict):
+    """`instill quickstart`: evaluate base, tune, evaluate tuned on the built-in suite."""
+
+    eval_per_family: int = Field(
+        3, ge=1, description="Prompts per family in each evaluation split."
+    )
+    examples: int = Field(3, ge=0, description="Side-by-side answers printed at the end.")
+
+
 class Config(_Strict):
     """The whole run: model, data, training, evaluation and where the outputs go."""
 
@@ -247,6 +256,7 @@ class Config(_Strict):
     data: DataConfig | None = Field(None, description="Required by prepare and train.")
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    quickstart: QuickstartConfig = Field(default_factory=QuickstartConfig)
     output_dir: str = "runs/default"
     seed: int = 0
 

@@ -219,7 +219,11 @@ def read_hub_dataset(dataset_id: str, split: str) -> Iterator[RawRow | RowError]
 def read_source(
     path: str, file_type: str = "auto", split: str = "train", exclude: Path | None = None
 ) -> Iterator[tuple[Path | None, Iterator[RawRow | RowError]]]:
-    """Yield `(file, rows)` for every file of a source (one pair, `file=None`, for a hub id)."""
+    """Yield `(file, rows)` for every file of a source (one pair, `file=None`, for a hub id or
+    the built-in suite)."""
+    if path.startswith("builtin:"):
+        yield None, read_builtin(path)
+        return
     p = Path(path)
     if p.exists():
         for f in list_files(p, exclude):
@@ -230,3 +234,39 @@ def read_source(
         yield None, read_hub_dataset(path, split)
         return
     raise InstillError(f"{path}: no such file or directory (nor a hub dataset id like org/name)")
+
+
+def read_builtin(spec: str) -> Iterator[RawRow | RowError]:
+    """Rows of the built-in instruction suite: `builtin:<split>[?seed=N&per_family=N]`.
+
+    The split is `train`, `heldout_families`, `heldout_phrasings` or `format`; rows are in the
+    OpenAI messages format, generated deterministically (no file needed).
+    """
+    from urllib.parse import parse_qs
+
+    from instill.data.builtin.suite import SPLITS, build_suite
+
+    body = spec.removeprefix("builtin:")
+    split, _, query = body.partition("?")
+    if split not in SPLITS:
+        raise InstillError(
+            f"{spec}: unknown built-in split {split!r}; use one of {', '.join(SPLITS)}"
+        )
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    unknown = sorted(set(params) - {"seed", "per_family", "eval_per_family"})
+    if unknown:
+        raise InstillError(
+            f"{spec}: unknown parameter(s) {', '.join(unknown)}; use seed, "
+            "per_family, eval_per_family"
+        )
+    try:
+        kwargs = {
+            "seed": int(params.get("seed", 0)),
+            "train_per_family": int(params.get("per_family", 80)),
+            "eval_per_family": int(params.get("eval_per_family", 6)),
+        }
+    except ValueError as e:
+        raise InstillError(f"{spec}: parameters must be integers ({e})") from e
+    suite = build_suite(**kwargs)
+    for i, row in enumerate(suite.rows[split]):
+        yield RawRow({"messages": row["messages"]}, f"{spec}[row {i}]")

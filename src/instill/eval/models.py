@@ -33,6 +33,7 @@ def load_for_eval(
     adapter: str | None = None,
     template: str = "auto",
     dtype: torch.dtype | None = None,
+    merge_adapter: bool = True,
 ) -> LoadedModel:
     """Load a model for evaluation.
 
@@ -43,6 +44,8 @@ def load_for_eval(
         adapter: a LoRA adapter dir to put on top of `path`.
         template: for base models without an instill tokenizer: `auto`, a built-in or a file.
         dtype: weights dtype; default bf16 where the hardware has it, else fp32.
+        merge_adapter: merge the adapter into the (in-memory) base weights for speed; the
+            merge rounds to `dtype`, so pass False (or fp32) for exact unmerged evaluation.
     """
     from transformers import AutoTokenizer
 
@@ -77,6 +80,10 @@ def load_for_eval(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter_dir))
+        if merge_adapter:
+            # Merged weights generate like a plain model (PEFT's generate path computes logits
+            # for every prompt position, which costs minutes with a 262k vocabulary on CPU).
+            model = model.merge_and_unload()
     model.to(device).eval()
     stop = [tokenizer.convert_tokens_to_ids(tpl.end_of_turn), tokenizer.eos_token_id]
     return LoadedModel(

@@ -49,8 +49,10 @@ class Record:
 
 
 def score_answer(task: EvalTask, item: EvalItem, response: str) -> tuple[float, dict]:
-    """Score one answer with the task's metric (or the row's constraints)."""
-    if task.metric == "constraints":
+    """Score one answer with the prompt's (else the task's) metric, or the row's constraints."""
+    metric = item.metric or task.metric
+    options = item.metric_options if item.metric is not None else task.metric_options
+    if metric == "constraints":
         from instill.eval.constraints import check_all
 
         passed, results = check_all(response, list(item.constraints))
@@ -58,7 +60,7 @@ def score_answer(task: EvalTask, item: EvalItem, response: str) -> tuple[float, 
         return (1.0 if passed else 0.0), {"constraints_failed": failed}
     from instill.eval.metrics import score
 
-    value = score(task.metric, response, item.reference, **task.metric_options)
+    value = score(metric, response, item.reference, **(options or {}))
     return float(value), {}
 
 

@@ -33,6 +33,8 @@ class EvalItem:
     constraints: tuple[dict, ...] = ()
     choices: tuple[str, ...] = ()
     family: str | None = None
+    metric: str | None = None  # overrides the task's metric for this prompt
+    metric_options: dict | None = None
 
 
 @dataclass
@@ -73,10 +75,14 @@ def register_task(name: str, factory: Callable[[], EvalTask]) -> None:
 
 
 def registered_task_names() -> list[str]:
+    import instill.data.builtin.suite  # noqa: F401  (registers the built-in tasks)
+
     return sorted(_TASKS)
 
 
 def get_task(name: str) -> EvalTask:
+    if name.startswith("builtin-"):
+        import instill.data.builtin.suite  # noqa: F401  (registers the built-in tasks)
     if name not in _TASKS:
         import difflib
 
@@ -165,6 +171,8 @@ def parse_eval_row(raw: RawRow, kind: TaskKind, metric: str) -> EvalItem:
                 "wrong_type",
                 "the reference must be one of the choices or its index",
             )
+    elif row.get("metric") is not None:
+        pass  # checked below against the row's own metric
     elif metric == "constraints" and not constraints:
         raise RowError(
             where,
@@ -184,6 +192,23 @@ def parse_eval_row(raw: RawRow, kind: TaskKind, metric: str) -> EvalItem:
             f"metric {metric!r} needs a reference answer: add `reference` (or an "
             "`output` / final assistant message)",
         )
+    row_metric = row.get("metric")
+    row_options = row.get("metric_options")
+    if row_metric is not None:
+        if not isinstance(row_metric, str):
+            raise RowError(where, "metric", "wrong_type", "metric must be a metric name")
+        if row_metric == "constraints":
+            if not constraints:
+                raise RowError(
+                    where,
+                    "constraints",
+                    "missing_field",
+                    "metric `constraints` needs a non-empty `constraints` list",
+                )
+        else:
+            from instill.eval.metrics import validate_metric_options
+
+            validate_metric_options(row_metric, row_options or {}, where=where)
     family = row.get("family")
     return EvalItem(
         id=str(row.get("id", where)),
@@ -192,6 +217,8 @@ def parse_eval_row(raw: RawRow, kind: TaskKind, metric: str) -> EvalItem:
         constraints=tuple(constraints),
         choices=tuple(choices),
         family=str(family) if family is not None else None,
+        metric=row_metric,
+        metric_options=dict(row_options or {}) if row_metric is not None else None,
     )
 
 

@@ -1,0 +1,1 @@
+"""The built-in instruction suite: seeded task families with checkers, and their splits."""

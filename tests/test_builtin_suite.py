@@ -1,0 +1,171 @@
+"""The built-in suite: size, disjoint splits, exports, registered tasks, quickstart end to end."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from instill.data.builtin.core import MIN_PHRASINGS, families
+from instill.data.builtin.suite import (
+    EVAL_SPLITS,
+    HELD_OUT_FAMILIES,
+    HELD_OUT_PHRASINGS,
+    build_suite,
+    export_suite,
+)
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return build_suite(seed=0, train_per_family=12, eval_per_family=4)
+
+
+def test_at_least_40_families_with_6_phrasings_each():
+    fams = families()
+    assert len(fams) >= 40
+    assert all(len(f.phrasings) >= MIN_PHRASINGS for f in fams.values())
+    categories = Counter(f.category for f in fams.values())
+    for needed in (
+        "classification",
+        "extraction",
+        "transformation",
+        "arithmetic",
+        "counting",
+        "qa",
+        "constrained",
+        "summary",
+        "cipher",
+        "code",
+        "multi_turn",
+    ):
+        assert categories[needed] >= 1, needed
+
+
+def test_suite_mixes_context_system_and_multi_turn(suite):
+    rows = suite.rows["train"] + [r for s in EVAL_SPLITS for r in suite.rows[s]]
+    assert any(r["context"] for r in rows)
+    assert any(r["messages"][0]["role"] == "system" for r in rows)
+    assert any(sum(m["role"] == "assistant" for m in r["messages"]) > 1 for r in rows)
+
+
+def test_splits_are_disjoint_by_construction(suite):
+    fams = families()
+    assert len(HELD_OUT_FAMILIES) >= 10
+    train = suite.rows["train"]
+    trained_families = {r["family"] for r in train}
+    assert not trained_families & set(HELD_OUT_FAMILIES)
+    assert {r["family"] for r in suite.rows["heldout_families"]} == set(HELD_OUT_FAMILIES)
+    for r in train:  # training never uses a family's last phrasings
+        assert r["phrasing"] < len(fams[r["family"]].phrasings) - HELD_OUT_PHRASINGS
+    for split in ("heldout_phrasings", "format"):
+        for r in suite.rows[split]:
+            assert r["family"] in trained_families
+            assert r["phrasing"] >= len(fams[r["family"]].phrasings) - HELD_OUT_PHRASINGS
+            # and its instruction text never occurs in training for that family
+            assert r["instruction"] not in {
+                t["instruction"] for t in train if t["family"] == r["family"]
+            }
+    train_prompts = {json.dumps(r["messages"][:-1]) for r in train}
+    for split in EVAL_SPLITS:
+        assert not {json.dumps(r["messages"][:-1]) for r in suite.rows[split]} & train_prompts
+    assert all(r["category"] == "constrained" for r in suite.rows["format"])
+    # Format compliance is scored by the constraint checkers, JSON answers by JSON matching.
+    metrics = Counter(r["check"]["metric"] for r in suite.rows["format"])
+    assert set(metrics) == {"constraints", "json_match"} and metrics["constraints"] > 10
+
+
+def test_suite_is_deterministic(suite):
+    again = build_suite(seed=0, train_per_family=12, eval_per_family=4)
+    assert again.rows == suite.rows
+    other = build_suite(seed=1, train_per_family=12, eval_per_family=4)
+    assert other.rows["train"] != suite.rows["train"]
+
+
+def test_every_reference_answer_passes_its_own_checker(suite):
+    from instill.data.builtin.suite import suite_tasks
+    from instill.eval.runner import score_answer
+
+    for task in suite_tasks(suite):
+        for item, row in zip(task.items, suite.rows[task.name], strict=True):
+            value, _ = score_answer(task, item, row["messages"][-1]["content"])
+            assert value == 1.0, row["id"]
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "sharegpt", "messages", "prompt_completion"])
+def test_export_in_each_format_reads_back(suite, tmp_path, fmt):
+    from instill.config import validate_config
+    from instill.data.prepare import read_conversations
+
+    report = export_suite(suite, tmp_path, fmt)
+    multi = sum(
+        1 for r in suite.rows["train"] if sum(m["role"] == "assistant" for m in r["messages"]) > 1
+    )
+    if fmt == "alpaca":
+        assert report["train"]["skipped"] == {"multi_turn_not_representable": multi}
+    else:
+        assert report["train"]["skipped"] == {}
+    assert report["train"]["written"] + sum(report["train"]["skipped"].values()) == len(
+        suite.rows["train"]
+    )
+    raw = {
+        "model": {"path": "tiny-random-gemma"},
+        "data": {"sources": [{"path": str(tmp_path / "train.jsonl")}]},
+    }
+    read = read_conversations(validate_config(raw).data)
+    assert len(read.conversations) == report["train"]["written"]
+    assert (tmp_path / "format.eval.jsonl").is_file()
+
+
+def test_registered_builtin_tasks_and_builtin_source(tmp_path):
+    from instill.config import validate_config
+    from instill.data.prepare import prepare
+    from instill.eval.tasks import get_task, registered_task_names
+
+    names = registered_task_names()
+    for split in ("heldout-families", "heldout-phrasings", "format"):
+        assert f"builtin-{split}" in names
+    task = get_task("builtin-format")
+    assert task.items and sum(i.metric == "constraints" for i in task.items) > 10
+    raw = {
+        "model": {"path": "tiny-random-gemma"},
+        "data": {"sources": [{"path": "builtin:train?per_family=2"}], "max_length": 256},
+        "output_dir": str(tmp_path / "out"),
+    }
+    result = prepare(validate_config(raw), progress=False)
+    assert result.stats["rows_read"] == 2 * (len(families()) - len(HELD_OUT_FAMILIES))
+    assert result.stats["rows_rejected"] == 0
+
+
+def test_quickstart_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    from instill.cli import main
+
+    code = main(
+        [
+            "quickstart",
+            "configs/quickstart.yaml",
+            "model.path=tiny-random-gemma",
+            "data.sources.0.path=builtin:train?per_family=2",
+            "train.max_steps=2",
+            "train.epochs=1",
+            "quickstart.eval_per_family=1",
+            "eval.max_new_tokens=4",
+            "train.logging.tensorboard=false",
+            f"output_dir={tmp_path / 'qs'}",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Base vs tuned per split" in out and "heldout_families" in out
+    report = json.loads((tmp_path / "qs" / "report" / "report.json").read_text())
+    comp = report["comparison"]
+    assert comp["models"] == ["base", "tuned"]
+    splits = {r["name"]: r for r in comp["rows"] if r["level"] == "task"}
+    assert set(splits) == {"heldout_families", "heldout_phrasings", "format"}
+    for row in splits.values():
+        for model in ("base", "tuned"):
+            s = row["models"][model]
+            assert s["n"] >= 1 and 0.0 <= s["score"] <= 1.0 and s["stop_rate"] is not None
+    assert (tmp_path / "qs" / "report" / "chart.png").is_file()
+    assert (tmp_path / "qs" / "report" / "report.html").is_file()
+    assert (tmp_path / "qs" / "final" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "qs" / "suite" / "train.jsonl").is_file()
