@@ -30,6 +30,28 @@ def test_batched_generation_equals_one_by_one(tiny_lm):
     assert all(len(b.token_ids) <= 10 for b in batched)
 
 
+def test_generation_reports_each_finished_batch(tiny_lm):
+    gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
+    convs = [[Message("user", "Count " * k)] for k in range(1, 8)]
+    sizes = []
+    gen.generate(convs, SamplingConfig(max_new_tokens=2, batch_size=3), on_batch=sizes.append)
+    assert sizes == [3, 3, 1]
+
+
+def test_evaluate_progress_bar_counts_every_prompt(tiny_lm, capsys):
+    task = EvalTask(
+        name="bar",
+        items=[
+            EvalItem(id=str(i), messages=[Message("user", f"Say {i}")], reference=str(i))
+            for i in range(5)
+        ],
+        metric="exact_match",
+    )
+    records = evaluate(tiny_lm, [task], SamplingConfig(max_new_tokens=2, batch_size=2), bar=True)
+    assert len(records) == 5
+    assert "5/5" in capsys.readouterr().out
+
+
 def test_sampling_is_seeded(tiny_lm):
     gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
     convs = [[Message("user", "Hi")], [Message("user", "Hello there")]]

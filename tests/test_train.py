@@ -421,3 +421,102 @@ def test_lora_on_smollm2_finishes_and_loads_with_plain_peft(tmp_path, monkeypatc
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
     out = tuned.generate(ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] > ids.shape[1]
+
+
+# ------------------------------------------------------------------ template turn tokens
+# A base model has its chat template's turn markers in the vocabulary but never trained them
+# (Gemma 3 270M base: <end_of_turn> is cosine 0.995 to unused tokens), so LoRA alone cannot learn
+# to stop. With a template that is not the tokenizer's own, their embedding rows train too.
+
+
+def _turn_token_run(tmp_path: Path, method: str, template: str, monkeypatch, **train):
+    from instill.train import setup
+
+    captured = {}
+    original = setup.apply_method
+
+    def spy(model, cfg, token_ids=None):
+        captured["token_ids"] = token_ids
+        captured["in"] = model.get_input_embeddings().weight.detach().float().clone()
+        captured["out"] = model.get_output_embeddings().weight.detach().float().clone()
+        return original(model, cfg, token_ids)
+
+    monkeypatch.setattr(setup, "apply_method", spy)
+    raw = make_config(
+        tmp_path, model="tiny-random-gemma", method=method, max_steps=3, batch_size=8, **train
+    )
+    raw["data"]["template"] = template
+    result = run(raw)
+    return result, captured
+
+
+@pytest.mark.parametrize("method", ["lora", "freeze"])
+def test_a_new_template_trains_exactly_its_turn_token_rows(tmp_path, method, monkeypatch, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result, captured = _turn_token_run(
+        tmp_path, method, "gemma", monkeypatch, freeze={"last_n_layers": 1}
+    )
+    tok = AutoTokenizer.from_pretrained(result.final_dir)
+    markers = tok.convert_tokens_to_ids(["<start_of_turn>", "<end_of_turn>"])
+    assert captured["token_ids"] == sorted(markers)
+    assert "turn tokens too: <start_of_turn>, <end_of_turn>" in capsys.readouterr().out
+    if method == "lora":
+        from peft import PeftModel
+
+        from instill.models.tiny import build_tiny_model
+
+        base = build_tiny_model("tiny-random-gemma")
+        before = {
+            "in": base.get_input_embeddings().weight.detach().float().clone(),
+            "out": base.get_output_embeddings().weight.detach().float().clone(),
+        }
+        model = PeftModel.from_pretrained(base, result.final_dir).merge_and_unload()
+    else:
+        before = captured
+        model = AutoModelForCausalLM.from_pretrained(result.final_dir, dtype=torch.float32)
+    # The tiny models are untied: the output projection's end-of-turn row (the logit that must
+    # learn to win) trains as well as the input row, and no other row of either moves.
+    after = {
+        "in": model.get_input_embeddings().weight.detach().float(),
+        "out": model.get_output_embeddings().weight.detach().float(),
+    }
+    for key in ("in", "out"):
+        rows = before[key].shape[0]
+        moved = [i for i in range(rows) if not torch.equal(before[key][i], after[key][i])]
+        assert moved == sorted(markers), key
+
+
+def test_turn_tokens_stay_frozen_with_the_tokenizers_own_template_or_when_disabled(
+    tmp_path, monkeypatch
+):
+    _, own = _turn_token_run(tmp_path / "own", "lora", "tokenizer", monkeypatch)
+    assert own["token_ids"] == []
+    _, off = _turn_token_run(
+        tmp_path / "off", "lora", "gemma", monkeypatch, train_template_tokens=False
+    )
+    assert off["token_ids"] == []
+    _, forced = _turn_token_run(
+        tmp_path / "on", "lora", "tokenizer", monkeypatch, train_template_tokens=True
+    )
+    assert len(forced["token_ids"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("model", "template", "expected"),
+    [
+        ("tiny-random-gemma", "gemma", ["<start_of_turn>", "<end_of_turn>"]),
+        ("tiny-random-qwen", "tokenizer", ["<|im_start|>", "<|im_end|>"]),
+        ("tiny-random-llama", "alpaca", ["</s>"]),
+    ],
+)
+def test_template_marker_tokens_are_found_by_rendering(model, template, expected):
+    from instill.data.templates import chat_template_source, get_template, prepare_tokenizer
+    from instill.models.tiny import build_tiny_tokenizer
+    from instill.train.setup import template_marker_tokens
+
+    tok = build_tiny_tokenizer(model)
+    chosen = get_template(template, tok)
+    prepare_tokenizer(tok, chosen)
+    tok.chat_template = chat_template_source(chosen)
+    assert template_marker_tokens(tok, chosen.end_of_turn) == expected

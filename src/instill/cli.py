@@ -293,7 +293,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         or cfg.output_dir
         or (Path(config.output_dir) / "eval" if config else "runs/eval")
     )
-    _, comparison, paths = run_eval(models, tasks, cfg, out_dir, log=console.print)
+    _, comparison, paths = run_eval(models, tasks, cfg, out_dir, log=console.print, bar=True)
     console.print(Markdown("## Per family\n\n" + markdown_table(comparison, "family")))
     console.print(Markdown("## Overall\n\n" + markdown_table(comparison, "overall")))
     for e in comparison["examples"][:3]:

@@ -158,6 +158,14 @@ class TrainConfig(_Strict):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float | None = Field(1.0, gt=0)
     gradient_checkpointing: bool = False
+    train_template_tokens: Literal["auto"] | bool = Field(
+        "auto",
+        description="Also train the embedding rows of the chat template's special tokens (e.g. "
+        "<start_of_turn>, <end_of_turn>). A base model has these tokens in its vocabulary but "
+        "never trained them, so LoRA alone cannot learn to emit the end-of-turn token. `auto`: "
+        "when the template is not the tokenizer's own chat template. Only these rows are "
+        "trained (PEFT trainable tokens under LoRA/QLoRA, a row mask under freeze).",
+    )
     loss_chunk_tokens: int = Field(
         1024, ge=16, description="Supervised positions per LM-head chunk in the loss."
     )

@@ -67,7 +67,7 @@ def run_quickstart(config: Config, log=print) -> dict:
 
     log(f"[1/3] evaluating the base model {config.model.path}")
     base = load_for_eval(config.model.path, name="base", template=data.template)
-    records = evaluate(base, tasks, sampling, progress=lambda t: log(f"  done: {t}"))
+    records = evaluate(base, tasks, sampling, bar=True)
     del base
     gc.collect()
 
@@ -76,7 +76,7 @@ def run_quickstart(config: Config, log=print) -> dict:
 
     log("[3/3] evaluating the tuned model")
     tuned = load_for_eval(str(result.final_dir), name="tuned")
-    records += evaluate(tuned, tasks, sampling, progress=lambda t: log(f"  done: {t}"))
+    records += evaluate(tuned, tasks, sampling, bar=True)
     del tuned
     gc.collect()
 

@@ -14,7 +14,8 @@ import math
 import os
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,51 @@ def score_answer(task: EvalTask, item: EvalItem, response: str) -> tuple[float, 
 
 
 def evaluate(
-    lm: LoadedModel, tasks: Sequence[EvalTask], sampling: SamplingConfig, progress=None
+    lm: LoadedModel,
+    tasks: Sequence[EvalTask],
+    sampling: SamplingConfig,
+    progress=None,
+    bar: bool = False,
 ) -> list[Record]:
-    """Every prompt of every task, answered by `lm` and scored."""
+    """Every prompt of every task, answered by `lm` and scored.
+
+    Args:
+        progress: optional callable told the name of each finished task.
+        bar: show a progress bar over the prompts (not inside another live display, such as
+            the training bar).
+    """
+    with _eval_bar(bar, lm.name, sum(len(t.items) for t in tasks)) as advance:
+        return _evaluate(lm, tasks, sampling, progress, advance)
+
+
+@contextmanager
+def _eval_bar(enabled: bool, name: str, total: int) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn(f"[bold]eval {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("prompts"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns) as progress:
+        task = progress.add_task("eval", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _evaluate(lm, tasks, sampling, progress, advance) -> list[Record]:
     records: list[Record] = []
     generator = Generator(lm.model, lm.renderer, lm.stop_ids)
     tok = lm.renderer.tokenizer
@@ -82,7 +125,7 @@ def evaluate(
                 sampling.seed,
                 sampling.batch_size,
             )
-            gens = generator.generate([item.messages for item in task.items], cfg)
+            gens = generator.generate([item.messages for item in task.items], cfg, advance)
             for item, gen in zip(task.items, gens, strict=True):
                 value, details = score_answer(task, item, gen.text)
                 records.append(
@@ -103,6 +146,7 @@ def evaluate(
         elif task.kind == "loglik_choice":
             for item in task.items:
                 pick, logps = _choose(lm, item, bool(task.metric_options.get("length_normalize")))
+                advance(1)
                 ref = (
                     item.reference
                     if isinstance(item.reference, int)
@@ -126,6 +170,7 @@ def evaluate(
         else:  # perplexity
             for item in task.items:
                 loss, n = _reference_loss(lm, item)
+                advance(1)
                 records.append(
                     Record(
                         lm.name,
@@ -497,7 +542,12 @@ def build_tasks(specs: Sequence[Any]) -> list[EvalTask]:
 
 
 def run_eval(
-    models: Sequence[Any], tasks: Sequence[EvalTask], cfg: Any, out_dir: Path, log=print
+    models: Sequence[Any],
+    tasks: Sequence[EvalTask],
+    cfg: Any,
+    out_dir: Path,
+    log=print,
+    bar: bool = False,
 ) -> tuple[list[Record], dict, dict[str, Path]]:
     """Evaluate each model (`EvalModelConfig`) on the tasks, compare, write the report."""
     import gc
@@ -518,7 +568,7 @@ def run_eval(
             f"evaluating {lm.name} on {len(tasks)} task(s), "
             f"{sum(len(t.items) for t in tasks)} prompts"
         )
-        records += evaluate(lm, tasks, sampling)
+        records += evaluate(lm, tasks, sampling, bar=bar)
         del lm
         gc.collect()
     comparison = compare(records, names, cfg.bootstrap_samples, cfg.seed)

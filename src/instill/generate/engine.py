@@ -10,7 +10,7 @@ token within the budget, which is what a tuned model must learn to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -69,9 +69,15 @@ class Generator:
 
     @torch.no_grad()
     def generate(
-        self, conversations: Sequence[Sequence[Message]], sampling: SamplingConfig | None = None
+        self,
+        conversations: Sequence[Sequence[Message]],
+        sampling: SamplingConfig | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> list[Generation]:
-        """Answer each conversation (its last message must be the user's), in input order."""
+        """Answer each conversation (its last message must be the user's), in input order.
+
+        `on_batch`, if given, is called with the number of answers of each finished batch.
+        """
         sampling = sampling or SamplingConfig()
         prompts = [self.prompt_ids(c) for c in conversations]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -80,6 +86,8 @@ class Generator:
             idx = order[start : start + sampling.batch_size]
             for i, gen in zip(idx, self._batch([prompts[i] for i in idx], sampling), strict=True):
                 results[i] = gen
+            if on_batch is not None:
+                on_batch(len(idx))
         return [r for r in results if r is not None]
 
     def _batch(self, prompts: list[list[int]], sampling: SamplingConfig) -> list[Generation]:

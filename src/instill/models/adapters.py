@@ -29,15 +29,17 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def apply_method(
-    model: nn.Module, train: TrainConfig, new_token_ids: list[int] | None = None
+    model: nn.Module, train: TrainConfig, token_ids: list[int] | None = None
 ) -> nn.Module:
     """Freeze/unfreeze or wrap `model` for `train.method`.
 
     Args:
         model: the loaded causal LM.
         train: the train config (method, lora, freeze).
-        new_token_ids: token ids added to the vocabulary for this run; their embedding rows are
-            trained too under LoRA (PEFT trainable tokens), since they start untrained.
+        token_ids: tokens whose embedding rows are trained too, because they start untrained:
+            tokens added for this run and the template's turn markers on a base model. Under
+            LoRA/QLoRA they are PEFT trainable tokens (tied output embedding included); under
+            freeze the embedding trains with a gradient mask that keeps every other row fixed.
     """
     method = train.method
     if method == "full":
@@ -57,10 +59,17 @@ def apply_method(
         for layer in layers[len(layers) - n :]:
             for p in layer.parameters():
                 p.requires_grad_(True)
-        if train.freeze.train_embeddings or new_token_ids:
-            model.get_input_embeddings().weight.requires_grad_(True)
+        embedding = model.get_input_embeddings().weight
+        output = model.get_output_embeddings().weight
+        if train.freeze.train_embeddings:
+            embedding.requires_grad_(True)
         if train.freeze.train_lm_head:
-            model.get_output_embeddings().weight.requires_grad_(True)
+            output.requires_grad_(True)
+        for weight in dict.fromkeys([embedding, output]):  # one entry when tied
+            if token_ids and not weight.requires_grad:
+                weight.requires_grad_(True)
+                weight.register_hook(_row_mask_hook(weight, token_ids))
+                weight._instill_row_masked = True
         # The final norm sits after the trained blocks and is tiny: train it with them.
         norm = getattr(model.get_decoder(), "norm", None)
         if norm is not None:
@@ -68,11 +77,27 @@ def apply_method(
                 p.requires_grad_(True)
         return model
     if method in ("lora", "qlora"):
-        return _wrap_lora(model, train, new_token_ids)
+        return _wrap_lora(model, train, token_ids)
     raise InstillError(f"unknown train.method {method!r}")  # pragma: no cover - schema-checked
 
 
-def _wrap_lora(model: nn.Module, train: TrainConfig, new_token_ids: list[int] | None):
+def _row_mask_hook(weight: torch.Tensor, token_ids: list[int]):
+    """A gradient hook that zeroes every embedding row but `token_ids`."""
+    keep = torch.zeros(weight.shape[0], 1, dtype=torch.bool, device=weight.device)
+    keep[sorted(set(token_ids))] = True
+
+    def hook(grad: torch.Tensor) -> torch.Tensor:
+        return grad * keep.to(grad.device)
+
+    return hook
+
+
+def is_row_masked(param: torch.Tensor) -> bool:
+    """Whether only some rows of `param` train (they must not get weight decay either)."""
+    return getattr(param, "_instill_row_masked", False)
+
+
+def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int] | None):
     from peft import LoraConfig, get_peft_model
 
     lora = train.lora
@@ -84,9 +109,17 @@ def _wrap_lora(model: nn.Module, train: TrainConfig, new_token_ids: list[int] | 
     else:
         targets = list(lora.targets)
     kwargs = {}
-    if new_token_ids:
-        embed_name = _module_name(model, model.get_input_embeddings())
-        kwargs["trainable_token_indices"] = {embed_name.split(".")[-1]: sorted(new_token_ids)}
+    if token_ids:
+        ids = sorted(set(token_ids))
+        embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
+        modules = [embedding]
+        # PEFT follows a tied output projection by itself; an untied one is listed too, or its
+        # end-of-turn row (the logit that must learn to win) would stay untrained.
+        if output is not None and output.weight is not embedding.weight:
+            modules.append(output)
+        kwargs["trainable_token_indices"] = {
+            _module_name(model, m).split(".")[-1]: ids for m in modules
+        }
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

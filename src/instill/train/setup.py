@@ -19,7 +19,7 @@ from instill.config import Config
 from instill.data.masking import Renderer
 from instill.data.templates import get_template
 from instill.errors import InstillError
-from instill.models.adapters import apply_method, trainable_parameter_count
+from instill.models.adapters import apply_method, is_row_masked, trainable_parameter_count
 from instill.train.data import Rows, steps_per_epoch
 from instill.train.loss import SupervisedLoss
 
@@ -134,10 +134,53 @@ def make_optimizer(params: list[torch.nn.Parameter], config: Config) -> torch.op
         betas=(0.9, 0.999),
         eps=1e-8,
     )
+    # Row-masked embeddings (freeze + trained template tokens) get no weight decay, which would
+    # otherwise shrink every frozen row.
+    masked = [p for p in params if is_row_masked(p)]
+    groups = [{"params": [p for p in params if not is_row_masked(p)]}]
+    if masked:
+        groups.append({"params": masked, "weight_decay": 0.0})
+    groups = [g for g in groups if g["params"]]
     try:
-        return torch.optim.AdamW(params, fused=True, **kwargs)
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(params, foreach=True, **kwargs)
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def _train_template_tokens(config: Config, stats: dict) -> bool:
+    setting = config.train.train_template_tokens
+    if setting == "auto":
+        # The tokenizer's own template is a format the model was trained on; anything else
+        # (a built-in template or a Jinja file on a base model) is new to it.
+        return stats.get("template") != "tokenizer"
+    return bool(setting)
+
+
+def template_marker_tokens(tokenizer, end_of_turn: str | None) -> list[str]:
+    """The special tokens the chat template writes around turns (never BOS, pad or unk).
+
+    Found by rendering a probe conversation with the prepared tokenizer's template, so built-in
+    templates and Jinja files are treated alike; the end-of-turn marker is always included.
+    """
+    from instill.data.conversation import Message
+    from instill.data.templates import get_template
+
+    specials = set(getattr(tokenizer, "all_special_ids", []))
+    specials |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    specials -= {tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+    template = get_template("tokenizer", tokenizer, end_of_turn)
+    probe = [
+        Message("user", "Hi"),
+        Message("assistant", "Hello"),
+        Message("user", "Bye"),
+        Message("assistant", "Goodbye"),
+    ]
+    ids = tokenizer(template.render(probe, add_generation_prompt=False), add_special_tokens=False)
+    found = [i for i in dict.fromkeys(ids["input_ids"]) if i in specials]
+    eot = tokenizer.convert_tokens_to_ids(template.end_of_turn) if template.end_of_turn else None
+    if eot is not None and eot not in found and eot != tokenizer.unk_token_id:
+        found.append(eot)
+    return tokenizer.convert_ids_to_tokens(found)
 
 
 def build_run(config: Config, resume: bool = False) -> Run:
@@ -169,12 +212,16 @@ def build_run(config: Config, resume: bool = False) -> Run:
     resize_embeddings_for_tokenizer(model, tokenizer)
     if config.train.method == "qlora":
         quantize_linear_4bit(model, compute)
-    new_ids = tokenizer.convert_tokens_to_ids(stats.get("added_tokens", []))
+    token_ids = tokenizer.convert_tokens_to_ids(stats.get("added_tokens", []))
+    trained_markers: list[str] = []
+    if config.train.method != "full" and _train_template_tokens(config, stats):
+        trained_markers = template_marker_tokens(tokenizer, stats["end_of_turn"])
+        token_ids += tokenizer.convert_tokens_to_ids(trained_markers)
     model.config.use_cache = False
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = apply_method(model, config.train, new_ids)
+    model = apply_method(model, config.train, sorted(set(token_ids)))
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -188,6 +235,11 @@ def build_run(config: Config, resume: bool = False) -> Run:
     total_steps = t.max_steps or t.epochs * per_epoch
     warmup = round(t.warmup_ratio * total_steps)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
+    if trained_markers:
+        accelerator.print(
+            "training the embedding rows of the template's turn tokens too: "
+            + ", ".join(trained_markers)
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(t.schedule, warmup, total_steps)
     )
