@@ -92,9 +92,11 @@ MODELS = {
     "smollm2": ("smollm2-135m-instruct", "tokenizer"),
     "gemma": ("gemma-3-270m", "gemma"),
 }
-SYSTEMS = ("instill", "trl-defaults", "trl-fastest")
+SYSTEMS = ("instill", "instill-gc", "trl-defaults", "trl-fastest")
+DEFAULT_SYSTEMS = ("instill", "trl-defaults", "trl-fastest")
 SETTING = {
     "instill": "defaults (packing, no grad ckpt)",
+    "instill-gc": "packing, gradient_checkpointing=true",
     "trl-defaults": "defaults (no packing, grad ckpt)",
     "trl-fastest": "packing=bfd (padding-free), no grad ckpt",
 }
@@ -285,6 +287,7 @@ def instill_config(spec: dict) -> dict:
         "max_grad_norm": 1.0,
         "log_every": 1,
         "save_every": 0,
+        "gradient_checkpointing": spec["system"] == "instill-gc",
         "logging": {"tensorboard": False},
     }
     if spec["method"] == "lora":
@@ -529,8 +532,11 @@ def child_main(spec_path: str) -> int:
     t0 = time.perf_counter()
     import torch
 
+    # A short bf16 matmul probe before each run: this machine's speed drifts (shared host), and
+    # the run's peak is the best of all probes.
+    probe = matmul_tflops(torch.bfloat16, ((1024, 20), (2048, 8)))
     torch.manual_seed(SEED)
-    if spec["system"] == "instill":
+    if spec["system"].startswith("instill"):
         info = child_instill(spec, rec)
     else:
         import transformers
@@ -541,6 +547,7 @@ def child_main(spec_path: str) -> int:
     out = {
         **info,
         "torch_threads": torch.get_num_threads(),
+        "bf16_matmul_probe": probe,
         "step_end": [t - rec.train_started for t in rec.step_end],
         "step_cpu": rec.step_cpu,
         "loadavg_end": os.getloadavg(),
@@ -555,31 +562,32 @@ def child_main(spec_path: str) -> int:
     return 0
 
 
+def matmul_tflops(dtype, sizes=((1024, 40), (2048, 12), (4096, 6))) -> dict:
+    """Best TFLOP/s of square `torch.matmul`s of each size (the fastest size is the peak)."""
+    import torch
+
+    best = {}
+    for n, reps in sizes:
+        a = torch.randn(n, n, dtype=dtype)
+        b = torch.randn(n, n, dtype=dtype)
+        for _ in range(3):
+            torch.matmul(a, b)
+        seconds = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.matmul(a, b)
+            seconds = min(seconds, time.perf_counter() - t)
+        best[n] = 2 * n**3 / seconds / 1e12
+    n = max(best, key=best.get)
+    return {"tflops": best[n], "n": n, "by_size": {str(k): round(v, 3) for k, v in best.items()}}
+
+
 def peak_main(result_path: str) -> int:
     """bf16 (and fp32) matmul peak of this machine with 2 threads: best of several runs."""
     import torch
 
     torch.set_num_threads(2)
-    out = {}
-    for dtype in (torch.bfloat16, torch.float32):
-        best = {}
-        for n, reps in ((1024, 40), (2048, 12), (4096, 6)):
-            a = torch.randn(n, n, dtype=dtype)
-            b = torch.randn(n, n, dtype=dtype)
-            for _ in range(3):
-                torch.matmul(a, b)
-            seconds = float("inf")
-            for _ in range(reps):
-                t = time.perf_counter()
-                torch.matmul(a, b)
-                seconds = min(seconds, time.perf_counter() - t)
-            best[n] = 2 * n**3 / seconds / 1e12
-        n = max(best, key=best.get)
-        out[str(dtype).removeprefix("torch.")] = {
-            "tflops": best[n],
-            "n": n,
-            "by_size": {str(k): round(v, 3) for k, v in best.items()},
-        }
+    out = {str(d).removeprefix("torch."): matmul_tflops(d) for d in (torch.bfloat16, torch.float32)}
     out["threads"] = torch.get_num_threads()
     Path(result_path).write_text(json.dumps(out))
     return 0
@@ -767,6 +775,7 @@ def parity(
         log(f"  losses {[round(x, 4) for x in res['losses'][:6]]} ... ({res['wall_seconds']:.0f}s)")
     ref = runs["instill"]["losses"][:steps]
     out = {"bench": "train_throughput_parity", "model": model, "steps": steps, "runs": {}}
+    out["raw"] = runs
     for name, res in runs.items():
         losses = res["losses"][:steps]
         entry = {
@@ -795,8 +804,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="lora,full", help="comma-separated: lora, full")
     parser.add_argument(
         "--systems",
-        default=",".join(SYSTEMS),
-        help="comma-separated subset of instill, trl-defaults, trl-fastest (trl = both TRL)",
+        default=",".join(DEFAULT_SYSTEMS),
+        help="comma-separated subset of instill, instill-gc (instill with gradient "
+        "checkpointing), trl-defaults, trl-fastest (trl = both TRL); none: parity only",
     )
     parser.add_argument(
         "--steps",
@@ -868,13 +878,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"failed; logs and work files kept in {workdir}")
         raise
     # MFU against the best bf16 peak measured in this run (before and after: others share it)
-    peak_tflops = max(p["bfloat16"]["tflops"] for p in peaks)
+    probes = [res["bf16_matmul_probe"]["tflops"] for _, _, g in runs for _, res, _ in g]
+    if par:
+        probes += [r["bf16_matmul_probe"]["tflops"] for r in par.pop("raw").values()]
+    peak_tflops = max([p["bfloat16"]["tflops"] for p in peaks] + probes)
     info = {
         "machine": machine(),
         "versions": {**versions(), "peft": _version("peft")},
         "command": command(),
         "matmul_peak_bf16_tflops": round(peak_tflops, 3),
         "matmul_peaks": peaks,
+        "bf16_probe_tflops_range": [round(min(probes), 3), round(max(probes), 3)]
+        if probes
+        else None,
     }
     info["versions"]["instill_source_sha256"] = source_digest()
     lines = []
@@ -885,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = {k: v for k, v in res.items() if k not in _RAW_KEYS}
             line = {
                 "bench": "train_throughput",
-                "system": "instill" if system == "instill" else "trl",
+                "system": "instill" if system.startswith("instill") else "trl",
                 "setting": SETTING[system],
                 "model": model,
                 "model_name": MODELS[model][0],
