@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from instill.data.builtin.suite import (
     build_suite,
     export_suite,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +172,16 @@ def test_quickstart_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert (tmp_path / "qs" / "report" / "report.html").is_file()
     assert (tmp_path / "qs" / "final" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "qs" / "suite" / "train.jsonl").is_file()
+    # The quality benchmark reads these runs; its table must agree with report.json.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qq", ROOT / "bench" / "quickstart_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = bench.summarize(tmp_path / "qs")
+    fam = splits["heldout_families"]["models"]
+    assert summary["splits"]["heldout_families"]["tuned"] == 100 * fam["tuned"]["score"]
+    assert summary["training_rows"] == comp["training_rows"]
+    assert "| heldout_phrasings |" in bench.table(summary)
+    # The template is the built-in gemma one, not the tokenizer's: the turn rows were trained.
+    assert "turn tokens too: <start_of_turn>, <end_of_turn>" in out

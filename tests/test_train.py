@@ -520,3 +520,25 @@ def test_template_marker_tokens_are_found_by_rendering(model, template, expected
     prepare_tokenizer(tok, chosen)
     tok.chat_template = chat_template_source(chosen)
     assert template_marker_tokens(tok, chosen.end_of_turn) == expected
+
+
+def test_bf16_lora_without_peft_input_casts_gives_identical_losses(tmp_path, monkeypatch):
+    from instill.train import setup
+
+    changed = []
+    real = setup.disable_adapter_input_casts
+
+    def counting(model):
+        changed.append(real(model))
+        return changed[-1]
+
+    raw = make_config(tmp_path / "fast", method="lora", max_steps=3, lr=1e-2)
+    raw["model"]["dtype"] = "bfloat16"
+    monkeypatch.setattr(setup, "disable_adapter_input_casts", counting)
+    fast = run(raw)
+    assert changed == [14]  # every LoRA layer of the 2 blocks
+    monkeypatch.setattr(setup, "disable_adapter_input_casts", lambda model: 0)
+    raw["output_dir"] = str(tmp_path / "cast" / "run")
+    cast = run(raw)
+    assert fast.losses == cast.losses
+    assert fast.grad_norms == cast.grad_norms

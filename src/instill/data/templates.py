@@ -341,7 +341,8 @@ def get_template(spec: str, tokenizer, end_of_turn: str | None = None) -> ChatTe
         if getattr(tokenizer, "chat_template", None):
             return tokenizer_template(tokenizer, end_of_turn)
         # A base model without a template: prefer the built-in whose turn tokens the vocabulary
-        # already has (Gemma base ships <start_of_turn>), so no embedding rows start untrained.
+        # already has (Gemma base ships <start_of_turn>), so no rows are added; a base model never
+        # trained those rows, so the trainer trains them (train.train_template_tokens).
         vocab = tokenizer.get_vocab()
         for name in ("gemma", "llama3", "chatml"):
             template = _REGISTRY[name](tokenizer)

@@ -142,6 +142,22 @@ def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int] | None
     return peft_model
 
 
+def disable_adapter_input_casts(model: nn.Module) -> int:
+    """Stop PEFT from casting each adapter's input to the adapter's (fp32) dtype.
+
+    Only for training under bf16 autocast: there autocast runs the adapter matmuls in bf16
+    whatever the input dtype, so PEFT's cast of every activation to fp32 (and autocast's cast
+    back) changes no result (the losses are bit-identical) and costs ~15% of a Gemma 3 270M LoRA
+    step on CPU. Returns the number of adapter layers changed.
+    """
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
 def _module_name(model: nn.Module, module: nn.Module) -> str:
     for name, m in model.named_modules():
         if m is module:

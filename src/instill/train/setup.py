@@ -19,7 +19,12 @@ from instill.config import Config
 from instill.data.masking import Renderer
 from instill.data.templates import get_template
 from instill.errors import InstillError
-from instill.models.adapters import apply_method, is_row_masked, trainable_parameter_count
+from instill.models.adapters import (
+    apply_method,
+    disable_adapter_input_casts,
+    is_row_masked,
+    trainable_parameter_count,
+)
 from instill.train.data import Rows, steps_per_epoch
 from instill.train.loss import SupervisedLoss
 
@@ -222,6 +227,8 @@ def build_run(config: Config, resume: bool = False) -> Run:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model = apply_method(model, config.train, sorted(set(token_ids)))
+    if compute == torch.bfloat16 and config.train.method in ("lora", "qlora"):
+        disable_adapter_input_casts(model)  # every forward of the run is under bf16 autocast
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
