@@ -30,6 +30,20 @@ def test_batched_generation_equals_one_by_one(tiny_lm):
     assert all(len(b.token_ids) <= 10 for b in batched)
 
 
+def test_the_lm_head_gets_contiguous_inputs_while_generating(tiny_lm):
+    # torch's CPU bf16 linear on a non-contiguous slice with a frozen weight is ~100x slower.
+    seen = []
+    head = tiny_lm.model.get_output_embeddings()
+    spy = head.register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    try:
+        gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
+        gen.generate([[Message("user", "Hi")], [Message("user", "Hello there")]])
+    finally:
+        spy.remove()
+    assert seen and all(seen)
+    assert not head._forward_pre_hooks  # the hook is gone after generation
+
+
 def test_generation_reports_each_finished_batch(tiny_lm):
     gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
     convs = [[Message("user", "Count " * k)] for k in range(1, 8)]

@@ -10,7 +10,8 @@ token within the budget, which is what a tuned model must learn to do.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,29 @@ class SamplingConfig:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 8
+
+
+@contextmanager
+def contiguous_lm_head_input(model) -> Iterator[None]:
+    """Hand the LM head a contiguous input while generating.
+
+    `generate` computes logits for the last position only, and the model slices that position
+    out of the hidden states: a non-contiguous [batch, 1, hidden] view. On CPU (torch 2.13, bf16)
+    `F.linear` on such a view is ~100x slower when the weight does not require grad, which is
+    the case for every tuned model (PEFT freezes the base): 13 s instead of 0.04 s per call for
+    Gemma 3's 262k-row LM head, which made evaluating a tuned model 2.6x slower than its base.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        yield
+        return
+    handle = head.register_forward_pre_hook(
+        lambda module, args: (args[0].contiguous(), *args[1:]) if args else None
+    )
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 @dataclass
@@ -101,16 +125,17 @@ class Generator:
         if sampling.do_sample:
             torch.manual_seed(sampling.seed)
             kwargs = {"temperature": sampling.temperature, "top_p": sampling.top_p}
-        out = self.model.generate(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            max_new_tokens=sampling.max_new_tokens,
-            do_sample=sampling.do_sample,
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.pad_id,
-            use_cache=True,
-            **kwargs,
-        )
+        with contiguous_lm_head_input(self.model):
+            out = self.model.generate(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sampling.do_sample,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.pad_id,
+                use_cache=True,
+                **kwargs,
+            )
         results = []
         for b, p in enumerate(prompts):
             new = out[b, longest:].tolist()
