@@ -366,6 +366,16 @@ def test_missing_gguf_file(tmp_path):
         load.load_gguf_model(tmp_path / "gone.gguf", dtype=torch.float32, cache_dir=tmp_path)
 
 
+def test_a_gguf_file_transformers_cannot_read_is_named_and_caches_nothing(tmp_path):
+    # A real (not mocked) conversion attempt on a GGUF header without metadata.
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + (3).to_bytes(4, "little") + bytes(64))
+    cache = tmp_path / "cache"
+    with pytest.raises(ModelLoadError, match=r"(?s)broken\.gguf.*general\.architecture"):
+        load_model(str(bad), dtype=torch.float32, cache_dir=cache)
+    assert not (gguf_cache_dir(bad, cache) / "model").exists()
+
+
 # --- real models (slow) ---------------------------------------------------------------------------
 
 
