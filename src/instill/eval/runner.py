@@ -69,18 +69,16 @@ def evaluate(
     lm: LoadedModel,
     tasks: Sequence[EvalTask],
     sampling: SamplingConfig,
-    progress=None,
     bar: bool = False,
 ) -> list[Record]:
     """Every prompt of every task, answered by `lm` and scored.
 
     Args:
-        progress: optional callable told the name of each finished task.
         bar: show a progress bar over the prompts (not inside another live display, such as
             the training bar).
     """
     with _eval_bar(bar, lm.name, sum(len(t.items) for t in tasks)) as advance:
-        return _evaluate(lm, tasks, sampling, progress, advance)
+        return _evaluate(lm, tasks, sampling, advance)
 
 
 @contextmanager
@@ -110,7 +108,7 @@ def _eval_bar(enabled: bool, name: str, total: int) -> Iterator[Callable[[int], 
         yield lambda n: progress.advance(task, n)
 
 
-def _evaluate(lm, tasks, sampling, progress, advance) -> list[Record]:
+def _evaluate(lm, tasks, sampling, advance) -> list[Record]:
     records: list[Record] = []
     generator = Generator(lm.model, lm.renderer, lm.stop_ids)
     tok = lm.renderer.tokenizer
@@ -186,8 +184,6 @@ def _evaluate(lm, tasks, sampling, progress, advance) -> list[Record]:
                         {"loss_sum": loss},
                     )
                 )
-        if progress:
-            progress(task.name)
     return records
 
 

@@ -42,6 +42,7 @@ def apply_method(
             freeze the embedding trains with a gradient mask that keeps every other row fixed.
     """
     method = train.method
+    token_ids = sorted(set(token_ids or []))
     if method == "full":
         for p in model.parameters():
             p.requires_grad_(True)
@@ -84,7 +85,7 @@ def apply_method(
 def _row_mask_hook(weight: torch.Tensor, token_ids: list[int]):
     """A gradient hook that zeroes every embedding row but `token_ids`."""
     keep = torch.zeros(weight.shape[0], 1, dtype=torch.bool, device=weight.device)
-    keep[sorted(set(token_ids))] = True
+    keep[token_ids] = True
 
     def hook(grad: torch.Tensor) -> torch.Tensor:
         return grad * keep.to(grad.device)
@@ -97,7 +98,7 @@ def is_row_masked(param: torch.Tensor) -> bool:
     return getattr(param, "_instill_row_masked", False)
 
 
-def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int] | None):
+def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int]):
     from peft import LoraConfig, get_peft_model
 
     lora = train.lora
@@ -110,7 +111,6 @@ def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int] | None
         targets = list(lora.targets)
     kwargs = {}
     if token_ids:
-        ids = sorted(set(token_ids))
         embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
         modules = [embedding]
         # PEFT follows a tied output projection by itself; an untied one is listed too, or its
@@ -118,7 +118,7 @@ def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int] | None
         if output is not None and output.weight is not embedding.weight:
             modules.append(output)
         kwargs["trainable_token_indices"] = {
-            _module_name(model, m).split(".")[-1]: ids for m in modules
+            _module_name(model, m).split(".")[-1]: token_ids for m in modules
         }
     config = LoraConfig(
         r=lora.r,

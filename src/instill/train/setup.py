@@ -226,7 +226,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = apply_method(model, config.train, sorted(set(token_ids)))
+    model = apply_method(model, config.train, token_ids)
     if compute == torch.bfloat16 and config.train.method in ("lora", "qlora"):
         disable_adapter_input_casts(model)  # every forward of the run is under bf16 autocast
     for p in model.parameters():
