@@ -29,7 +29,7 @@ Same work for every system (bench/../shared BENCHMARKS.md section 1):
 What is measured in each child: the wall time from the end of optimizer step `--warmup-steps` to
 the end of the last step (instill: the loop's metric call of each step; TRL: `on_step_end`), the
 tokens of those steps taken from the exact batches each system trained on (instill: a wrapper
-around its `collate`; TRL: its `compute_loss` inputs), peak RSS (`getrusage` of the child: the
+around `collate`; TRL: its `compute_loss` inputs), peak RSS (`getrusage` of the child: the
 whole process; and the largest 20 Hz psutil sample once training started), and MFU: model FLOPs
 actually needed over the bf16 matmul peak measured at the start of the same run (see `flops()`).
 The instill child stops after the last step is logged (TRL saves nothing either).
@@ -313,11 +313,11 @@ class _StopAfterLastStep(Exception):
 
 def child_instill(spec: dict, rec: Recorder) -> dict:
     from instill.config import validate_config
-    from instill.train import loop
+    from instill.train import loop, sft
 
     steps = spec["steps"]
     captured = {}
-    orig_build_run, orig_collate, orig_logger = loop.build_run, loop.collate, loop.MetricLogger
+    orig_build_run, orig_collate, orig_logger = loop.build_run, sft.collate, loop.MetricLogger
 
     def build_run(config, resume=False):
         run = orig_build_run(config, resume)
@@ -329,12 +329,13 @@ def child_instill(spec: dict, rec: Recorder) -> dict:
         lengths, sq, sup = 0, 0, 0
         seqs = 0
         for i in idx:
-            ids = data.input_ids[i]
-            lengths += len(ids)
-            docs = doc_lengths(data.position_ids[i]) if data.position_ids else [len(ids)]
+            row = data.row(i)
+            n = len(row["input_ids"])
+            lengths += n
+            docs = doc_lengths(row["position_ids"].tolist()) if data.packed else [n]
             seqs += len(docs)
             sq += sum(d * d for d in docs)
-            sup += data.supervised[i]
+            sup += int(data.supervised[i])
         rec.batches.append(BatchStats(lengths, sup, sq, len(idx), seqs).to_json())
         return orig_collate(data, idx, pad_id, fixed)
 
@@ -347,7 +348,7 @@ def child_instill(spec: dict, rec: Recorder) -> dict:
                 if step >= steps:
                     raise _StopAfterLastStep
 
-    loop.build_run, loop.collate, loop.MetricLogger = build_run, collate, Logger
+    loop.build_run, sft.collate, loop.MetricLogger = build_run, collate, Logger
     with contextlib.suppress(_StopAfterLastStep):
         loop.train(validate_config(instill_config(spec)))
     run = captured["run"]
@@ -625,6 +626,7 @@ def prepare_model_inputs(model: str, workdir: Path, messages_jsonl: Path) -> dic
     """instill's unpacked examples (order, labels) and its prepared tokenizer, for TRL."""
     from instill.config import validate_config
     from instill.data.prepare import prepare
+    from instill.models.tokenizer_loading import load_tokenizer_for
     from instill.train.data import epoch_permutation
 
     name, template = MODELS[model]
@@ -642,7 +644,7 @@ def prepare_model_inputs(model: str, workdir: Path, messages_jsonl: Path) -> dic
             "output_dir": str(out),
         }
     )
-    prepared = prepare(config, progress=False)
+    prepared = prepare(config, load_tokenizer_for(config), progress=False)
     examples = {
         "input_ids": [e.input_ids for e in prepared.examples],
         "labels": [e.labels for e in prepared.examples],

@@ -1,7 +1,7 @@
 """The part-B built-in families: phrasings, determinism, honest checks and diversity.
 
-Families are looked up in `core._FAMILIES` after importing `families_b` alone, so these tests do
-not depend on the other family module.
+Families are looked up by name in `core._FAMILIES`, so these tests do not depend on the other
+family module.
 """
 
 from __future__ import annotations

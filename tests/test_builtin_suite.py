@@ -85,7 +85,7 @@ def test_suite_is_deterministic(suite):
 
 
 def test_every_reference_answer_passes_its_own_checker(suite):
-    from instill.data.builtin.suite import suite_tasks
+    from instill.eval.builtin_tasks import suite_tasks
     from instill.eval.runner import score_answer
 
     for task in suite_tasks(suite):
@@ -123,6 +123,7 @@ def test_registered_builtin_tasks_and_builtin_source(tmp_path):
     from instill.config import validate_config
     from instill.data.prepare import prepare
     from instill.eval.tasks import get_task, registered_task_names
+    from instill.models.tokenizer_loading import load_tokenizer_for
 
     names = registered_task_names()
     for split in ("heldout-families", "heldout-phrasings", "format"):
@@ -134,9 +135,42 @@ def test_registered_builtin_tasks_and_builtin_source(tmp_path):
         "data": {"sources": [{"path": "builtin:train?per_family=2"}], "max_length": 256},
         "output_dir": str(tmp_path / "out"),
     }
-    result = prepare(validate_config(raw), progress=False)
+    config = validate_config(raw)
+    result = prepare(config, load_tokenizer_for(config), progress=False)
     assert result.stats["rows_read"] == 2 * (len(families()) - len(HELD_OUT_FAMILIES))
     assert result.stats["rows_rejected"] == 0
+
+
+def test_source_registry_serves_builtin_and_refuses_bad_registrations(monkeypatch):
+    from instill.data import sources
+    from instill.data.sources import RawRow, read_source, register_source
+    from instill.errors import InstillError
+
+    monkeypatch.setattr(sources, "_SOURCES", dict(sources._SOURCES))  # registrations stay here
+    assert "builtin" in sources.registered_source_names()
+    ((file, rows),) = read_source("builtin:format?eval_per_family=1")
+    first = next(rows)
+    assert file is None and first.location == "builtin:format?eval_per_family=1[row 0]"
+    with pytest.raises(InstillError, match="unknown built-in split 'nope'"):
+        next(next(read_source("builtin:nope"))[1])
+    with pytest.raises(InstillError, match="unknown parameter"):
+        next(next(read_source("builtin:train?sed=1"))[1])
+
+    def reader(spec):
+        yield RawRow({"messages": []}, f"{spec}[row 0]")
+
+    register_source("unit_test", reader)
+    ((_, rows),) = read_source("unit_test:anything")
+    assert [r.location for r in rows] == ["unit_test:anything[row 0]"]
+    with pytest.raises(InstillError, match="'builtin' is already registered"):
+        register_source("builtin", reader)
+    for bad in ("Bad", "x", "has-dash", "", "1abc"):
+        with pytest.raises(InstillError, match="must match"):
+            register_source(bad, reader)
+    with pytest.raises(InstillError, match="must be callable"):
+        register_source("not_callable", "reader")
+    with pytest.raises(InstillError, match=r"unknown data source 'nosuch'.*builtin, unit_test"):
+        next(read_source("nosuch:train"))
 
 
 def test_quickstart_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):

@@ -109,3 +109,18 @@ def test_resolved_config_round_trips(tmp_path: Path):
     again = load_config(written)
     assert again == cfg
     assert isinstance(again, Config)
+
+
+def test_flag_values_are_reported_under_the_flag():
+    from instill.config import validate_section
+
+    flags = {"eval.batch_size": "--batch-size", "eval.tasks.*.limit": "--limit"}
+    raw = {"batch_size": 0, "tasks": [{"name": "a", "limit": 0}, {"name": "b", "limit": 0}]}
+    with pytest.raises(ConfigError) as info:
+        validate_section("eval", raw, flags=flags)
+    assert info.value.problems == [  # one line for --limit, though it failed on both tasks
+        "--limit (eval.tasks.*.limit): input should be greater than or equal to 1, got 0 (int)",
+        "--batch-size (eval.batch_size): input should be greater than or equal to 1, got 0 (int)",
+    ]
+    with pytest.raises(ConfigError, match=r"^invalid config:\n  - eval.top_p: input should be"):
+        validate_section("eval", {"top_p": 2})  # keys not set by a flag keep their own name

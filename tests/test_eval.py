@@ -9,15 +9,15 @@ import torch
 from instill.cli import main
 from instill.data.conversation import Message
 from instill.errors import InstillError, RowError
-from instill.eval.models import load_for_eval
 from instill.eval.runner import bootstrap_delta, compare, evaluate, write_report
 from instill.eval.tasks import EvalItem, EvalTask, load_task_file, register_task
 from instill.generate.engine import Generator, SamplingConfig
+from instill.models.bundle import load_bundle
 
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    return load_for_eval("tiny-random-qwen", name="tiny", dtype=torch.float32)
+    return load_bundle("tiny-random-qwen", name="tiny", dtype=torch.float32)
 
 
 def test_batched_generation_equals_one_by_one(tiny_lm):
@@ -299,7 +299,7 @@ def test_a_failed_report_leaves_the_previous_one(tmp_path, monkeypatch):
 
 def test_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(InstillError, match="no-such-model"):
-        load_for_eval(str(tmp_path / "no-such-model"))
+        load_bundle(str(tmp_path / "no-such-model"))
 
 
 def test_lm_eval_adapter_runs_a_local_task(tmp_path, monkeypatch):

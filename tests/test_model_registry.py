@@ -328,7 +328,7 @@ def test_crash_while_saving_leaves_no_cache_entry(
 ) -> None:
     class Exploding:
         def save_pretrained(self, directory: str) -> None:
-            Path(directory).mkdir(parents=True)
+            Path(directory).mkdir(parents=True, exist_ok=True)  # as save_pretrained does
             (Path(directory) / "tokenizer.json").write_text("{half")
             raise RuntimeError("disk full")
 

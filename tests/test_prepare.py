@@ -15,6 +15,7 @@ from instill.config import validate_config
 from instill.data.masking import IGNORE_INDEX
 from instill.data.prepare import prepare
 from instill.errors import InstillError, TemplateError
+from instill.models.tokenizer_loading import load_tokenizer_for
 
 from .conftest import base_config
 
@@ -27,7 +28,8 @@ def example_sources() -> list[dict]:
 
 
 def run(tmp_path, sources, **data):
-    return prepare(validate_config(base_config(sources, tmp_path, **data)), progress=False)
+    config = validate_config(base_config(sources, tmp_path, **data))
+    return prepare(config, load_tokenizer_for(config), progress=False)
 
 
 def test_packed_output_and_stats(tmp_path):
@@ -254,3 +256,28 @@ def test_cli_prints_locations_with_brackets_verbatim(tmp_path, capsys):
     assert main(["prepare", str(cfg)]) == 2
     err = capsys.readouterr().err.replace("\n", "")
     assert "d.json[row 0]: field 'output': expected a string, got int 3" in err
+
+
+def test_rows_that_cannot_be_parsed_keep_their_text_in_rejected_jsonl(tmp_path):
+    good = json.dumps({"instruction": "Say hi", "output": "hi"})
+    broken = '{"instruction": "Qué tal?", "output": "bien"  '  # unterminated, trailing spaces
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_bytes(
+        "\n".join([good, broken, good]).encode() + b'\n{"output": "caf\xe9"}\r\n' + b"[1,\n"
+    )
+    csv = tmp_path / "d.csv"
+    csv.write_text('instruction,output\nQ,A\n"multi\nline",A2,extra\nQ3,A3\n')
+    result = run(tmp_path, [{"path": str(jsonl)}, {"path": str(csv)}], on_bad_row="skip")
+    assert result.stats["rejected_by_reason"] == {
+        "invalid_json": 2,
+        "undecodable_line": 1,
+        "malformed_csv": 1,
+    }
+    lines = [json.loads(x) for x in (tmp_path / "out" / "rejected.jsonl").read_text().splitlines()]
+    got = [(x["location"].split("/")[-1], x.get("raw"), "row" in x) for x in lines]
+    assert got == [
+        ("d.jsonl:line 2", broken, False),
+        ("d.jsonl:line 4", '{"output": "caf\\xe9"}', False),  # the bad byte, escaped
+        ("d.jsonl:line 5", "[1,", False),
+        ("d.csv:line 3", '"multi\nline",A2,extra', False),
+    ]

@@ -110,21 +110,47 @@ def test_one_step_changes_exactly_the_trainable_parameters(tmp_path, method, mon
 
 def _step_metrics(tmp_path, name, **train):
     raw = make_config(tmp_path / name, max_steps=3, max_grad_norm=None, **train)
+    # float64: the host's summation order (AMX, AVX512, threads) cannot hide in rounding, so the
+    # tolerances below are ~1e6 times tighter than what a wrong normalisation changes.
+    raw["model"]["dtype"] = "float64"
     result = run(raw)
     weights = load_file(str(tmp_path / name / "run" / "final" / "model.safetensors"))
     return result, weights
 
 
+def _assert_same_training(reference, others) -> None:
+    a, wa = reference
+    for other, wo in others:
+        assert other.losses == pytest.approx(a.losses, rel=1e-9)
+        assert other.grad_norms == pytest.approx(a.grad_norms, rel=1e-9)
+        for name in wa:
+            assert wo[name].dtype == torch.float64
+            torch.testing.assert_close(wo[name], wa[name], rtol=1e-9, atol=1e-11)
+
+
 def test_batch_8_equals_batch_1_times_accumulation_8(tmp_path):
-    a, wa = _step_metrics(tmp_path, "b8", batch_size=8, grad_accum=1)
-    b, wb = _step_metrics(tmp_path, "b1", batch_size=1, grad_accum=8)
-    c, wc = _step_metrics(tmp_path, "b2", batch_size=2, grad_accum=4)
-    for other in (b, c):
-        assert other.losses == pytest.approx(a.losses, rel=1e-5)
-        assert other.grad_norms == pytest.approx(a.grad_norms, rel=1e-4)
-    for name in wa:
-        torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(wc[name], wa[name], rtol=1e-4, atol=1e-6)
+    a = _step_metrics(tmp_path, "b8", batch_size=8, grad_accum=1)
+    b = _step_metrics(tmp_path, "b1", batch_size=1, grad_accum=8)
+    c = _step_metrics(tmp_path, "b2", batch_size=2, grad_accum=4)
+    _assert_same_training(a, [b, c])
+
+
+def test_a_per_micro_batch_normaliser_breaks_the_invariant(tmp_path, monkeypatch):
+    """The invariant test has the power to catch the classic accumulation bug."""
+    from instill.train import sft
+
+    original = sft.SupervisedLoss.forward
+
+    def mean_per_micro_batch(self, input_ids, labels, **kw):
+        loss, extra = original(self, input_ids, labels, **kw)
+        n = max(int((labels[:, 1:] != -100).sum()), 1)
+        return loss / n * 100.0, extra  # each micro-batch's mean, not the step's
+
+    monkeypatch.setattr(sft.SupervisedLoss, "forward", mean_per_micro_batch)
+    a = _step_metrics(tmp_path, "b8", batch_size=8, grad_accum=1)
+    b = _step_metrics(tmp_path, "b1", batch_size=1, grad_accum=8)
+    with pytest.raises(AssertionError):
+        _assert_same_training(a, [b])
 
 
 def test_packed_and_padded_batches_give_the_same_loss(tmp_path):
@@ -213,9 +239,9 @@ def test_checkpoints_are_kept_and_resume_continues(tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, monkeypatch):
-    from instill.train import loss as loss_module
+    from instill.train import sft
 
-    original = loss_module.SupervisedLoss.forward
+    original = sft.SupervisedLoss.forward
     calls = {"n": 0}
 
     def poisoned(self, *a, **kw):
@@ -223,7 +249,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path, 
         total, n = original(self, *a, **kw)
         return (total * float("nan"), n) if calls["n"] > 2 else (total, n)
 
-    monkeypatch.setattr(loss_module.SupervisedLoss, "forward", poisoned)
+    monkeypatch.setattr(sft.SupervisedLoss, "forward", poisoned)
     raw = make_config(tmp_path, max_steps=5, save_every=1, batch_size=8)
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 3; stopping"):
         run(raw)
@@ -235,9 +261,9 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
     raw = make_config(tmp_path / "ref", max_steps=5)
     reference = run(raw)
 
-    from instill.train import loss as loss_module
+    from instill.train import sft
 
-    original = loss_module.SupervisedLoss.forward
+    original = sft.SupervisedLoss.forward
     calls = {"n": 0}
 
     def interrupted(self, *a, **kw):
@@ -247,10 +273,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(tmp_path, monkeypatch):
         return original(self, *a, **kw)
 
     raw = make_config(tmp_path / "cut", max_steps=5)
-    monkeypatch.setattr(loss_module.SupervisedLoss, "forward", interrupted)
+    monkeypatch.setattr(sft.SupervisedLoss, "forward", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(raw)
-    monkeypatch.setattr(loss_module.SupervisedLoss, "forward", original)
+    monkeypatch.setattr(sft.SupervisedLoss, "forward", original)
     saved = sorted(p.name for p in (tmp_path / "cut" / "run" / "checkpoints").iterdir())
     assert len(saved) == 1
     resumed = run(raw, resume=True)

@@ -1,6 +1,7 @@
 """The `instill` command line: `instill prepare CONFIG [key=value ...] [--show N]`.
 
-Every command takes a YAML config plus `key.sub=value` overrides, validated together (config.py).
+Every command takes a YAML config plus `key.sub=value` overrides, validated together (config.py);
+flags that set config keys (`instill eval --batch-size`) go through the same validation.
 Errors for bad input are printed as one clear message (no traceback) with exit status 2.
 """
 
@@ -11,6 +12,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +20,9 @@ from rich.table import Table
 
 from instill import __version__
 from instill.errors import InstillError
+
+if TYPE_CHECKING:
+    from instill.config import Config, EvalConfig
 
 console = Console()
 err_console = Console(stderr=True)
@@ -167,8 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--out", default="runs/builtin-suite", help="output directory")
     x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--per-family", type=int, default=80, help="training rows per family")
-    x.add_argument("--eval-per-family", type=int, default=6)
+    x.add_argument("--per-family", type=_non_negative, default=80, help="training rows per family")
+    x.add_argument(
+        "--eval-per-family",
+        type=_non_negative,
+        default=6,
+        help="prompts per family in each evaluation split",
+    )
     x.set_defaults(func=cmd_data_export)
     return parser
 
@@ -184,9 +194,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from instill.config import load_config
     from instill.data.prepare import prepare
     from instill.data.show import render_marked
+    from instill.models.tokenizer_loading import load_tokenizer_for
 
     config = load_config(args.config, args.overrides)
-    result = prepare(config, progress=console.is_terminal)
+    config.require_data("prepare")  # before loading the tokenizer, which can take a while
+    result = prepare(config, load_tokenizer_for(config))
     stats = result.stats
     if args.show:
         color = console.is_terminal
@@ -235,26 +247,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from rich.markdown import Markdown
 
-    from instill.config import EvalConfig, EvalModelConfig, EvalTaskConfig, load_config
+    from instill.config import EvalModelConfig, load_config
     from instill.errors import ConfigError
     from instill.eval.runner import build_tasks, markdown_table, run_eval
 
     config = load_config(args.config, args.overrides) if args.config else None
-    cfg = config.eval if config else EvalConfig()
-    updates = {
-        k: v
-        for k, v in (("max_new_tokens", args.max_new_tokens), ("batch_size", args.batch_size))
-        if v is not None
-    }
-    cfg = cfg.model_copy(update=updates)
-    if args.compare:
-        models = [EvalModelConfig(path=p) for p in args.compare]
-    elif args.model:
-        models = [
-            EvalModelConfig(path=p, adapter=args.adapter if k == 0 else None)
-            for k, p in enumerate(args.model)
-        ]
-    elif cfg.models:
+    cfg = _eval_section(args, config)
+    if cfg.models:
         models = list(cfg.models)
     elif config is not None:
         models = [EvalModelConfig(path=config.model.path, name="base")]
@@ -276,23 +275,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
             console.print(results["table"], highlight=False, markup=False)
         return 0
-    if args.tasks:
-        specs = []
-        for item in args.tasks.split(","):
-            if Path(item).exists():
-                specs.append(EvalTaskConfig(path=item, metric=args.metric, limit=args.limit))
-            else:
-                specs.append(EvalTaskConfig(name=item, limit=args.limit))
-    else:
-        specs = list(cfg.tasks)
+    specs = list(cfg.tasks)
     if not specs:
         raise ConfigError(["no eval tasks: pass --tasks or list eval.tasks in the config"])
     tasks = build_tasks(specs)
-    out_dir = Path(
-        args.output_dir
-        or cfg.output_dir
-        or (Path(config.output_dir) / "eval" if config else "runs/eval")
-    )
+    out_dir = Path(cfg.output_dir or (Path(config.output_dir) / "eval" if config else "runs/eval"))
     _, comparison, paths = run_eval(models, tasks, cfg, out_dir, log=console.print, bar=True)
     console.print(Markdown("## Per family\n\n" + markdown_table(comparison, "family")))
     console.print(Markdown("## Overall\n\n" + markdown_table(comparison, "overall")))
@@ -308,12 +295,58 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_section(args: argparse.Namespace, config: Config | None) -> EvalConfig:
+    """The `eval:` section with the `instill eval` flags applied, validated like YAML keys.
+
+    Each flag sets a key of the section (`--batch-size` sets `eval.batch_size`, `--limit` the
+    `limit` of every task), and the merged section is validated once by the schema, so
+    `--max-new-tokens 0` fails exactly as `eval.max_new_tokens: 0` in a YAML file does, with the
+    flag named in the message.
+    """
+    from pathlib import Path
+
+    from instill.config import validate_section
+
+    raw = config.eval.model_dump() if config is not None else {}
+    flags: dict[str, str] = {}
+    for key in ("max_new_tokens", "batch_size", "output_dir"):
+        value = getattr(args, key)
+        if value is not None:
+            raw[key] = value
+            flags[f"eval.{key}"] = "--" + key.replace("_", "-")
+    paths = args.compare or args.model
+    if paths:
+        raw["models"] = [
+            {"path": p, "adapter": args.adapter if k == 0 and not args.compare else None}
+            for k, p in enumerate(paths)
+        ]
+        flags["eval.models.*.path"] = "--compare" if args.compare else "--model"
+        flags["eval.models.*.adapter"] = "--adapter"
+    # lm-eval task names are the eval tasks of that run, validated (--limit) like ours.
+    names, flag = (args.lm_eval, "--lm-eval") if args.lm_eval else (args.tasks, "--tasks")
+    if names:
+        raw["tasks"] = [
+            {"path": item, "metric": args.metric}
+            if not args.lm_eval and Path(item).exists()
+            else {"name": item}
+            for item in names.split(",")
+        ]
+        flags["eval.tasks.*"] = flag
+        flags["eval.tasks.*.name"] = flag
+        flags["eval.tasks.*.metric"] = "--metric"
+    if args.limit is not None:
+        for task in raw.get("tasks", []):
+            task["limit"] = args.limit
+        flags["eval.tasks.*.limit"] = "--limit"
+    return validate_section("eval", raw, args.config, flags)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from rich.markdown import Markdown
 
     from instill.config import load_config
     from instill.eval.runner import markdown_table
-    from instill.quickstart import run_quickstart
+    from instill.pipelines.quickstart import run_quickstart
 
     config = load_config(args.config, args.overrides)
     comp = run_quickstart(config, log=lambda m: console.print(m, highlight=False))

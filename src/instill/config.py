@@ -76,10 +76,10 @@ class ModelConfig(_Strict):
     )
     tokenizer: str | None = Field(None, description="Tokenizer location if not `path`.")
     trust_remote_code: bool = False
-    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+    dtype: Literal["auto", "bfloat16", "float32", "float64"] = Field(
         "auto",
         description="Compute dtype: `auto` is bf16 on GPUs and CPUs with native bf16 (AMX / "
-        "AVX512-bf16), fp32 otherwise.",
+        "AVX512-bf16), fp32 otherwise; `float64` is for numerical checks (slow).",
     )
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = (
         Field("auto", description="`auto`: flash-attention 2 on a GPU when installed, else sdpa.")
@@ -331,12 +331,50 @@ def load_config(
     return validate_config(raw, source)
 
 
-def validate_config(raw: dict[str, Any], source: str | None = None) -> Config:
-    """Validate a plain dict into a `Config`, turning pydantic errors into actionable lines."""
+def validate_config(
+    raw: dict[str, Any], source: str | None = None, flags: dict[str, str] | None = None
+) -> Config:
+    """Validate a plain dict into a `Config`, turning pydantic errors into actionable lines.
+
+    Args:
+        raw: the merged YAML, overrides and command-line flags.
+        source: the config file, named in the error.
+        flags: the command-line flag that set each dotted key, e.g.
+            `{"eval.batch_size": "--batch-size"}` (`*` stands for any list index), so that a
+            bad flag value is reported under the flag the user typed.
+    """
+    return _validate(Config, raw, (), source, flags)
+
+
+def validate_section(
+    section: str,
+    raw: dict[str, Any],
+    source: str | None = None,
+    flags: dict[str, str] | None = None,
+) -> Any:
+    """Validate one top-level section alone, e.g. `eval` for `instill eval` without a config.
+
+    Errors name the full dotted key (`eval.batch_size`), exactly as `validate_config` does.
+    """
+    model = _unwrap(Config.model_fields[section].annotation)
+    return _validate(model, raw, (section,), source, flags)
+
+
+def _validate(
+    model: type[BaseModel],
+    raw: dict[str, Any],
+    prefix: tuple,
+    source: str | None,
+    flags: dict[str, str] | None,
+) -> Any:
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError([_describe(err) for err in e.errors()], source) from None
+        problems = [
+            _describe({**err, "loc": prefix + tuple(err["loc"])}, flags) for err in e.errors()
+        ]
+        # A flag applied to every list item (--limit) fails once, not once per item.
+        raise ConfigError(list(dict.fromkeys(problems)), source) from None
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -428,9 +466,21 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _describe(err: dict) -> str:
+def _flag_for(loc: tuple, flags: dict[str, str] | None) -> str | None:
+    """`--flag (key.pattern)` when a command-line flag set the key at `loc`, else None."""
+    for pattern, flag in (flags or {}).items():
+        parts = pattern.split(".")
+        if len(parts) == len(loc) and all(
+            p == str(x) or (p == "*" and isinstance(x, int))
+            for p, x in zip(parts, loc, strict=True)
+        ):
+            return f"{flag} ({pattern})"
+    return None
+
+
+def _describe(err: dict, flags: dict[str, str] | None = None) -> str:
     loc = tuple(err.get("loc", ()))
-    key = _dotted(loc) or "<top level>"
+    key = _flag_for(loc, flags) or _dotted(loc) or "<top level>"
     kind = err.get("type", "")
     received = err.get("input")
     if kind == "extra_forbidden":

@@ -43,6 +43,7 @@ class RowError(InstillError):
         self.reason = reason
         self.message = message
         self.row = None  # the raw row, attached by the reader for rejected.jsonl
+        self.raw: str | None = None  # the text of a row that could not be decoded at all
         at = f" field '{field}':" if field else ""
         super().__init__(f"{location}:{at} {message}")
 

@@ -23,8 +23,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from instill.atomic import atomic_directory
 from instill.config import Config, DataConfig, SourceConfig
 from instill.data.conversation import Conversation
 from instill.data.formats import RowFormat, get_format, parse_row
@@ -33,6 +34,9 @@ from instill.data.packing import PackedRow, pack_examples
 from instill.data.sources import RawRow, read_source
 from instill.data.templates import chat_template_source, get_template, prepare_tokenizer
 from instill.errors import InstillError, RowError, TemplateError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 CHUNK = 256
 PARALLEL_MIN_ROWS = 4000  # below this, starting workers costs more than it saves
@@ -43,16 +47,24 @@ SKIP_HINT = (
 
 @dataclass
 class Rejected:
-    """A row that did not make it into the output, with why."""
+    """A row that did not make it into the output, with why.
+
+    Its line in rejected.jsonl holds `row`, the row as read, or `raw` instead, the row's text as
+    written, for a row that could not be decoded (a line that is not JSON or not UTF-8, a CSV
+    record with the wrong number of fields).
+    """
 
     location: str
     reason: str
     message: str
     field: str | None = None
     row: Any = None
+    raw: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, default=str)
+        d = asdict(self)
+        del d["row" if self.raw is not None else "raw"]
+        return json.dumps(d, ensure_ascii=False, default=str)
 
 
 @dataclass
@@ -112,7 +124,9 @@ def read_conversations(data: DataConfig, exclude: Path | None = None) -> ReadRes
                     )
                 else:
                     result.rejected.append(
-                        Rejected(item.location, item.reason, item.message, item.field, item.row)
+                        Rejected(
+                            item.location, item.reason, item.message, item.field, item.row, item.raw
+                        )
                     )
         if stats.rows_read == 0:
             raise InstillError(f"source {src.label}: no rows found (empty file or directory)")
@@ -283,19 +297,20 @@ class Prepared:
     validation: list[TokenizedExample] = field(default_factory=list)
 
 
-def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]:
-    """Load the tokenizer, build the template, add missing special tokens.
+def build_renderer(
+    config: Config, tokenizer: PreTrainedTokenizerBase
+) -> tuple[Renderer, list[str]]:
+    """Build the template for `tokenizer` and add the special tokens it lacks.
+
+    Args:
+        config: the validated config (its `data` section).
+        tokenizer: the model's tokenizer, already loaded (the caller loads it, e.g. with
+            `instill.models.tokenizer_loading.load_tokenizer_for`: the data layer never loads
+            models); it is modified in place.
 
     Returns:
         The renderer and the tokens that were added to the tokenizer.
     """
-    if tokenizer is None:
-        from instill.models.tokenizer_loading import load_tokenizer
-
-        tokenizer = load_tokenizer(
-            config.model.tokenizer or config.model.path,
-            trust_remote_code=config.model.trust_remote_code,
-        )
     data = config.require_data("prepare")
     template = get_template(data.template, tokenizer, data.end_of_turn)
     added = prepare_tokenizer(tokenizer, template)
@@ -304,12 +319,13 @@ def build_renderer(config: Config, tokenizer=None) -> tuple[Renderer, list[str]]
     return Renderer(tokenizer, template, data.masking), added
 
 
-def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
+def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool = True) -> Prepared:
     """Run the whole data stage and write `<output_dir>/prepared/` plus its reports.
 
     Args:
         config: the validated config.
-        tokenizer: use this tokenizer instead of loading `config.model` (it gets modified).
+        tokenizer: the model's tokenizer (it gets modified: template tokens are added); load it
+            with `instill.models.tokenizer_loading.load_tokenizer_for(config)`.
         progress: show a progress bar for large inputs.
 
     Raises:
@@ -319,7 +335,7 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
     data = config.require_data("prepare")
     out = Path(config.output_dir)
     renderer, added = build_renderer(config, tokenizer)
-    t0 = time.perf_counter()  # the pipeline's own time, without loading the tokenizer
+    t0 = time.perf_counter()  # the pipeline's own time, without building the renderer
     read = read_conversations(data, exclude=out)
     convs = read.conversations
     # Millions of small lists are created and kept: the cyclic GC would rescan them for nothing.
@@ -398,15 +414,14 @@ def prepare(config: Config, tokenizer=None, progress: bool = True) -> Prepared:
 
 @contextlib.contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A rich progress bar when asked for and the input is large enough to need one."""
+    """Progress (a bar, or plain lines off a terminal) when the input is large enough to need it."""
     if not enabled or total < 2000:
         yield None
         return
-    from rich.progress import Progress
+    from instill.progress import track
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("render + mask", total=total)
-        yield lambda n: bar.advance(task, n)
+    with track("render + mask", total, unit="rows", transient=True) as tracker:
+        yield tracker.advance
 
 
 def compute_stats(
@@ -516,8 +531,5 @@ def write_dataset(
         )
     datasets.disable_progress_bars()
     ds = datasets.Dataset.from_dict(table, features=features)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
+    with atomic_directory(target) as tmp:
+        ds.save_to_disk(str(tmp))

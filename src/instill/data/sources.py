@@ -4,13 +4,18 @@ Every row carries where it came from (`file:line N` for line-based files, `file[
 arrays, Parquet and hub datasets), so a bad row's error can point at it. A line that cannot be
 decoded is not raised here: it is yielded as a `RowError`, so that `on_bad_row: skip` can count it
 like any other bad row.
+
+Sources that are not files (the built-in suite: `path: "builtin:train"`) are plug-ins: a reader
+registered with `register_source(name, reader)` serves every path `<name>:...`. This module
+imports no plug-in; `instill.data.builtin` registers `builtin` itself when `instill.data` loads.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,12 +102,15 @@ def _read_jsonl(path: Path) -> Iterator[RawRow | RowError]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield RowError(
-                    where,
-                    None,
-                    "undecodable_line",
-                    f"line is not valid UTF-8 ({e.reason} at byte {e.start}); "
-                    "re-encode the file as UTF-8",
+                yield _unparsed(
+                    RowError(
+                        where,
+                        None,
+                        "undecodable_line",
+                        f"line is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                        "re-encode the file as UTF-8",
+                    ),
+                    raw.decode("utf-8", errors="backslashreplace"),  # the bad bytes as \xNN
                 )
                 continue
             if not line.strip():
@@ -110,13 +118,23 @@ def _read_jsonl(path: Path) -> Iterator[RawRow | RowError]:
             try:
                 yield RawRow(json.loads(line), where)
             except json.JSONDecodeError as e:
-                yield RowError(
-                    where,
-                    None,
-                    "invalid_json",
-                    f"line is not valid JSON ({e.msg} at column {e.colno}); each line "
-                    "of a .jsonl file must be one JSON object",
+                yield _unparsed(
+                    RowError(
+                        where,
+                        None,
+                        "invalid_json",
+                        f"line is not valid JSON ({e.msg} at column {e.colno}); each line "
+                        "of a .jsonl file must be one JSON object",
+                    ),
+                    line,
                 )
+
+
+def _unparsed(error: RowError, text: str) -> RowError:
+    """`error` carrying the text of the row it is about, without the line break that ends it,
+    so that rejected.jsonl keeps the user's data."""
+    error.raw = text.removesuffix("\n").removesuffix("\r")
+    return error
 
 
 def _read_json(path: Path) -> Iterator[RawRow | RowError]:
@@ -148,7 +166,16 @@ def _read_csv(path: Path) -> Iterator[RawRow | RowError]:
     """
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
+            # The physical lines of the record being read (the reader asks for no more), so a
+            # malformed record's text can go to rejected.jsonl as it was written.
+            lines: list[str] = []
+
+            def tracked() -> Iterator[str]:
+                for line in f:
+                    lines.append(line)
+                    yield line
+
+            reader = csv.reader(tracked())
             header = next(reader, None)
             if not header:
                 raise InstillError(f"{path}: CSV file has no header row")
@@ -156,18 +183,24 @@ def _read_csv(path: Path) -> Iterator[RawRow | RowError]:
             if dupes:
                 raise InstillError(f"{path}: CSV header repeats column(s) {', '.join(dupes)}")
             last = reader.line_num
+            lines.clear()
             for cells in reader:
                 where = f"{path}:line {last + 1}"
                 last = reader.line_num
+                text = "".join(lines)
+                lines.clear()
                 if not cells:  # a blank line
                     continue
                 if len(cells) != len(header):
-                    yield RowError(
-                        where,
-                        None,
-                        "malformed_csv",
-                        f"row has {len(cells)} fields but the header has {len(header)}; quote "
-                        "fields that hold commas or line breaks",
+                    yield _unparsed(
+                        RowError(
+                            where,
+                            None,
+                            "malformed_csv",
+                            f"row has {len(cells)} fields but the header has {len(header)}; "
+                            "quote fields that hold commas or line breaks",
+                        ),
+                        text,
                     )
                     continue
                 yield RawRow({h: _csv_cell(c) for h, c in zip(header, cells, strict=True)}, where)
@@ -216,57 +249,74 @@ def read_hub_dataset(dataset_id: str, split: str) -> Iterator[RawRow | RowError]
         yield RawRow(row, f"hub:{dataset_id}[{split}][row {i}]")
 
 
+# --------------------------------------------------------------------------- named sources
+
+#: Reads the rows of a named source. It gets the whole path string (`builtin:train?seed=1`), so
+#: the rows' locations and its error messages can name it.
+SourceReader = Callable[[str], Iterator[RawRow | RowError]]
+
+_SOURCES: dict[str, SourceReader] = {}
+# At least two characters, so that a Windows drive letter (`C:`) is never a source name.
+_SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]+$")
+
+
+def register_source(name: str, reader: SourceReader) -> None:
+    """Serve the data-source paths `<name>:<spec>` with `reader(path)`.
+
+    Args:
+        name: the prefix before the colon: lowercase letters, digits and `_`, at least two
+            characters.
+        reader: called with the whole path string; yields the source's rows (`RawRow`, or a
+            `RowError` for a row that cannot be decoded).
+
+    Raises:
+        InstillError: a malformed or already registered name, or a reader that is not callable.
+    """
+    if not isinstance(name, str) or not _SOURCE_NAME_RE.match(name):
+        raise InstillError(
+            f"data source name {name!r} must match {_SOURCE_NAME_RE.pattern} (lowercase "
+            "letters, digits and _, at least 2 characters)"
+        )
+    if name in _SOURCES:
+        raise InstillError(
+            f"data source {name!r} is already registered (by "
+            f"{getattr(_SOURCES[name], '__module__', '?')}); register it under another name"
+        )
+    if not callable(reader):
+        raise InstillError(
+            f"data source {name!r}: the reader must be callable (path -> rows), got "
+            f"{type(reader).__name__}"
+        )
+    _SOURCES[name] = reader
+
+
+def registered_source_names() -> list[str]:
+    """The names of the registered sources (`builtin`, ...)."""
+    return sorted(_SOURCES)
+
+
 def read_source(
     path: str, file_type: str = "auto", split: str = "train", exclude: Path | None = None
 ) -> Iterator[tuple[Path | None, Iterator[RawRow | RowError]]]:
     """Yield `(file, rows)` for every file of a source (one pair, `file=None`, for a hub id or
-    the built-in suite)."""
-    if path.startswith("builtin:"):
-        yield None, read_builtin(path)
+    a registered source such as `builtin:train`)."""
+    name, colon, _ = path.partition(":")
+    if colon and name in _SOURCES:
+        yield None, _SOURCES[name](path)
         return
     p = Path(path)
     if p.exists():
         for f in list_files(p, exclude):
             yield f, read_file(f, file_type)
         return
+    if colon and _SOURCE_NAME_RE.match(name):
+        raise InstillError(
+            f"{path}: unknown data source {name!r}; registered sources: "
+            f"{', '.join(registered_source_names()) or 'none'} (or give a file, a directory or "
+            "a hub dataset id like org/name)"
+        )
     looks_like_hub_id = path.count("/") == 1 and not path.startswith((".", "/", "~"))
     if looks_like_hub_id and not Path(path).suffix:
         yield None, read_hub_dataset(path, split)
         return
     raise InstillError(f"{path}: no such file or directory (nor a hub dataset id like org/name)")
-
-
-def read_builtin(spec: str) -> Iterator[RawRow | RowError]:
-    """Rows of the built-in instruction suite: `builtin:<split>[?seed=N&per_family=N]`.
-
-    The split is `train`, `heldout_families`, `heldout_phrasings` or `format`; rows are in the
-    OpenAI messages format, generated deterministically (no file needed).
-    """
-    from urllib.parse import parse_qs
-
-    from instill.data.builtin.suite import SPLITS, build_suite
-
-    body = spec.removeprefix("builtin:")
-    split, _, query = body.partition("?")
-    if split not in SPLITS:
-        raise InstillError(
-            f"{spec}: unknown built-in split {split!r}; use one of {', '.join(SPLITS)}"
-        )
-    params = {k: v[-1] for k, v in parse_qs(query).items()}
-    unknown = sorted(set(params) - {"seed", "per_family", "eval_per_family"})
-    if unknown:
-        raise InstillError(
-            f"{spec}: unknown parameter(s) {', '.join(unknown)}; use seed, "
-            "per_family, eval_per_family"
-        )
-    try:
-        kwargs = {
-            "seed": int(params.get("seed", 0)),
-            "train_per_family": int(params.get("per_family", 80)),
-            "eval_per_family": int(params.get("eval_per_family", 6)),
-        }
-    except ValueError as e:
-        raise InstillError(f"{spec}: parameters must be integers ({e})") from e
-    suite = build_suite(**kwargs)
-    for i, row in enumerate(suite.rows[split]):
-        yield RawRow({"messages": row["messages"]}, f"{spec}[row {i}]")

@@ -371,6 +371,44 @@ def chat_template_source(template: ChatTemplate) -> str:
     return to_jinja()
 
 
+def control_tokens(tokenizer, template: ChatTemplate) -> list[str]:
+    """The token texts that message content may only ever contain as text, longest first.
+
+    Every special token, the markers a template declares, and the non-special added tokens the
+    template writes: those the tokenizer lists in `chat_control_tokens` (as `transformers`'
+    `sanitize_control_tokens` decides), else those in the template's source or its rendering of a
+    probe conversation (which catches markers built from pieces, `'<|' + role + '|>'`), except
+    whitespace. Other non-special added tokens (Gemma's HTML tags and runs of newlines) are
+    ordinary text the model was pretrained on and stay tokens.
+    """
+    added = list(getattr(tokenizer, "added_tokens_decoder", {}).values())
+    tokens = {t.content for t in added if t.special}
+    tokens |= set(getattr(tokenizer, "all_special_tokens", []))
+    tokens |= set(template.special_tokens)
+    listed = getattr(tokenizer, "chat_control_tokens", None)
+    if listed is not None:
+        tokens |= set(listed) & {t.content for t in added}
+    else:
+        written = _written_text(template)
+        tokens |= {t.content for t in added if t.content in written and not t.content.isspace()}
+    if any(t.content == template.end_of_turn for t in added):
+        tokens.add(template.end_of_turn)
+    return sorted(filter(None, tokens), key=lambda t: (-len(t), t))
+
+
+def _written_text(template: ChatTemplate) -> str:
+    """A template's Jinja source (if any) and its renderings of a short probe conversation."""
+    texts = [getattr(template, "source", "")]
+    user, answer = Message("user", "U"), Message("assistant", "A")
+    for msgs in ((Message("system", "S"), user, answer), (user, answer)):
+        try:
+            texts.append(template.render(msgs, add_generation_prompt=False))
+            texts.append(template.render(msgs[:-1], add_generation_prompt=True))
+        except TemplateError:  # e.g. a template without a system role
+            continue
+    return "\0".join(texts)
+
+
 def prepare_tokenizer(tokenizer, template: ChatTemplate) -> list[str]:
     """Add the template's special tokens and a pad token if the tokenizer lacks them.
 

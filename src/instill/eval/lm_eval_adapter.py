@@ -10,10 +10,10 @@ with `include`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from instill.atomic import write_atomic
 from instill.errors import InstillError
 
 
@@ -40,9 +40,9 @@ def run_lm_eval(
         raise InstillError(
             "--lm-eval needs lm-evaluation-harness: pip install 'instill[lm-eval]'"
         ) from e
-    from instill.eval.models import load_for_eval
+    from instill.models.bundle import load_bundle
 
-    lm = load_for_eval(spec.path, name=spec.name, adapter=spec.adapter, template=spec.template)
+    lm = load_bundle(spec.path, name=spec.name, adapter=spec.adapter, template=spec.template)
     model = lm.model.merge_and_unload() if hasattr(lm.model, "merge_and_unload") else lm.model
     manager = TaskManager(include_path=include) if include else TaskManager()
     unknown = [t for t in tasks if t not in manager.all_tasks]
@@ -62,7 +62,5 @@ def run_lm_eval(
         out_dir.mkdir(parents=True, exist_ok=True)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in lm.name)[-80:]
         target = out_dir / f"lm_eval-{safe}.json"
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(results.get("results", {}), indent=2, default=str))
-        os.replace(tmp, target)
+        write_atomic(target, json.dumps(results.get("results", {}), indent=2, default=str))
     return {"results": results, "table": table}

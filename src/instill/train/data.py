@@ -1,53 +1,24 @@
 """Prepared rows -> micro-batches, with the sharding that keeps the loss invariant.
 
-Every rank holds the whole prepared dataset (it is small next to the model) and derives the same
+Every rank maps the whole prepared dataset (`data.prepared.TokenRows`: flat int32 buffers of a
+memory-mapped Arrow file, shared by the ranks through the page cache) and derives the same
 per-epoch permutation from the seed, so no sampler state needs saving: the data position of a
 resumed run is just (epoch, step in epoch). An optimizer step takes the next
 `batch_size x world_size x grad_accum` rows of the permutation; micro-batch m of rank r is the
-slice `(m * world + r) * batch_size`. The number of supervised tokens of the *whole step* is known
-to every rank from the rows alone, so the loss normaliser needs no communication.
+slice `(m * world + r) * batch_size`. The weight of the *whole step* (its supervised tokens for
+SFT) is known to every rank from the rows alone, so the loss normaliser needs no communication.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from instill.data.masking import IGNORE_INDEX
-
-
-@dataclass
-class Rows:
-    """The training (or validation) rows in memory."""
-
-    input_ids: list[list[int]]
-    labels: list[list[int]]
-    position_ids: list[list[int]] | None  # set for packed rows
-    supervised: list[int]  # supervised tokens per row (labels != -100, first label excluded)
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @classmethod
-    def from_columns(cls, columns: dict) -> Rows:
-        labels = columns["labels"]
-        return cls(
-            input_ids=columns["input_ids"],
-            labels=labels,
-            position_ids=columns.get("position_ids"),
-            supervised=[sum(1 for x in row[1:] if x != IGNORE_INDEX) for row in labels],
-        )
-
-    def subset(self, idx: list[int]) -> Rows:
-        pos = [self.position_ids[i] for i in idx] if self.position_ids is not None else None
-        return Rows(
-            [self.input_ids[i] for i in idx],
-            [self.labels[i] for i in idx],
-            pos,
-            [self.supervised[i] for i in idx],
-        )
+from instill.data.prepared import TokenRows
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
@@ -78,7 +49,22 @@ def micro_batches(
     return out
 
 
-def collate(data: Rows, idx: list[int], pad_id: int, fixed_length: int | None) -> dict:
+def gather_rows(flat: np.ndarray, offsets: np.ndarray, idx: np.ndarray, width: int, fill):
+    """Rows `idx` of a flat buffer as a `[len(idx), width]` array, right-padded with `fill`.
+
+    One vectorised gather: no Python loop over rows, no tensor per row. `fill` may be a scalar
+    or a `[len(idx), width]` array of the values to put past each row's end.
+    """
+    starts = offsets[idx]  # [batch]
+    lengths = offsets[idx + 1] - starts  # [batch]
+    cols = np.arange(width, dtype=np.int64)  # [width]
+    valid = cols[None, :] < lengths[:, None]  # [batch, width]
+    where = np.where(valid, starts[:, None] + cols[None, :], 0)
+    values = flat[where] if len(flat) else np.zeros(where.shape, dtype=flat.dtype)
+    return np.where(valid, values, fill), valid
+
+
+def collate(data: TokenRows, idx: Sequence[int], pad_id: int, fixed_length: int | None) -> dict:
     """Tensors for one micro-batch.
 
     Packed rows are padded to `fixed_length` (one shape for every step: CPU kernels are planned
@@ -86,31 +72,31 @@ def collate(data: Rows, idx: list[int], pad_id: int, fixed_length: int | None) -
     the longest row (rounded up to a multiple of 8) with a 2D attention mask. An empty index list
     gives one all-padding row with no supervised token, so every rank still runs forward/backward.
     """
-    if not idx:
+    packed = data.position_ids is not None
+    if len(idx) == 0:
         n = fixed_length or 8
         return {
             "input_ids": torch.full((1, n), pad_id, dtype=torch.long),
             "labels": torch.full((1, n), IGNORE_INDEX, dtype=torch.long),
-            "position_ids": torch.arange(n).unsqueeze(0) if data.position_ids else None,
-            "attention_mask": None if data.position_ids else torch.ones(1, n, dtype=torch.long),
+            "position_ids": torch.arange(n).unsqueeze(0) if packed else None,
+            "attention_mask": None if packed else torch.ones(1, n, dtype=torch.long),
         }
-    longest = max(len(data.input_ids[i]) for i in idx)
-    n = fixed_length if (fixed_length and data.position_ids is not None) else -(-longest // 8) * 8
-    ids = torch.full((len(idx), n), pad_id, dtype=torch.long)
-    labels = torch.full((len(idx), n), IGNORE_INDEX, dtype=torch.long)
-    if data.position_ids is not None:
-        pos = torch.zeros((len(idx), n), dtype=torch.long)
-        for b, i in enumerate(idx):
-            k = len(data.input_ids[i])
-            ids[b, :k] = torch.tensor(data.input_ids[i])
-            labels[b, :k] = torch.tensor(data.labels[i])
-            pos[b, :k] = torch.tensor(data.position_ids[i])
-            pos[b, k:] = torch.arange(n - k)  # padding is a sequence of its own
-        return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": None}
-    mask = torch.zeros((len(idx), n), dtype=torch.long)
-    for b, i in enumerate(idx):
-        k = len(data.input_ids[i])
-        ids[b, :k] = torch.tensor(data.input_ids[i])
-        labels[b, :k] = torch.tensor(data.labels[i])
-        mask[b, :k] = 1
-    return {"input_ids": ids, "labels": labels, "position_ids": None, "attention_mask": mask}
+    rows = np.asarray(idx, dtype=np.int64)
+    longest = int(data.lengths[rows].max())
+    n = fixed_length if (fixed_length and packed) else -(-longest // 8) * 8
+    ids, valid = gather_rows(data.input_ids, data.offsets, rows, n, pad_id)
+    labels, _ = gather_rows(data.labels, data.offsets, rows, n, IGNORE_INDEX)
+    batch = {
+        "input_ids": torch.from_numpy(ids.astype(np.int64)),
+        "labels": torch.from_numpy(labels.astype(np.int64)),
+    }
+    if packed:
+        # Padding is a sequence of its own: its positions restart at 0 after the row's end.
+        past_end = np.arange(n)[None, :] - valid.sum(axis=1, keepdims=True)
+        pos, _ = gather_rows(data.position_ids, data.offsets, rows, n, past_end)
+        batch["position_ids"] = torch.from_numpy(pos.astype(np.int64))
+        batch["attention_mask"] = None
+    else:
+        batch["position_ids"] = None
+        batch["attention_mask"] = torch.from_numpy(valid.astype(np.int64))
+    return batch

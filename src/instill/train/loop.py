@@ -1,16 +1,16 @@
-"""The SFT loop: one explicit loop on accelerate, read top to bottom.
+"""The training loop: one explicit loop on accelerate, read top to bottom, for every objective.
 
 Each optimizer step takes the next rows of the epoch's seeded permutation, runs this rank's
-micro-batches, and scales every micro-batch's summed loss by `world / supervised tokens of the
-whole step`. DDP then averages gradients over ranks, so the gradient is exactly that of the mean
-token loss over the step, whatever the split into micro-batches and ranks. Set-up lives in
-`setup.py`, checkpoints in `checkpoint.py`.
+micro-batches, and scales every micro-batch's summed loss by `world / weight of the whole step`
+(the objective's weight: supervised tokens for SFT). DDP then averages gradients over ranks, so
+the gradient is exactly that of the step's mean loss, whatever the split into micro-batches and
+ranks. What is objective-specific (batches, the loss, the weight) comes from `objectives.py`;
+set-up lives in `setup.py`, checkpoints in `checkpoint.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from accelerate.utils import gather_object
 
 from instill.config import Config
 from instill.errors import InstillError
+from instill.models.bundle import Bundle, save_bundle
 from instill.train.checkpoint import (
     TrainState,
     capture_rng,
@@ -29,8 +30,9 @@ from instill.train.checkpoint import (
     restore_rng,
     rng_to_json,
     save_checkpoint,
+    save_sharded_checkpoint,
 )
-from instill.train.data import collate, epoch_permutation, micro_batches, step_rows
+from instill.train.data import epoch_permutation, micro_batches, step_rows
 from instill.train.logging import MetricLogger, NullLogger
 from instill.train.setup import Run, build_run
 
@@ -59,12 +61,12 @@ def train(config: Config, resume: str | bool | None = None) -> TrainResult:
         resume: True (or "latest") to continue from the run's latest checkpoint, or a path.
     """
     run = build_run(config, resume=bool(resume))
-    acc, t = run.accelerator, config.train
+    acc, t, objective = run.accelerator, config.train, run.objective
     state = TrainState()
     if resume:
         path = find_checkpoint(run.output_dir, resume)
         state, rng = load_checkpoint(
-            path, run.model, run.optimizer, run.scheduler, acc.process_index
+            path, run.model, run.optimizer, run.scheduler, acc.process_index, acc
         )
         restore_rng(rng)
         acc.print(f"resumed from {path} at step {state.step}")
@@ -76,8 +78,6 @@ def train(config: Config, resume: str | bool | None = None) -> TrainResult:
     result = TrainResult(
         run.output_dir, run.output_dir / "final", state, is_main_process=acc.is_main_process
     )
-    fixed = config.require_data("train").max_length if run.packed else None
-    pad_id = run.tokenizer.pad_token_id
     rng_at_step_start = capture_rng()
     try:
         with _progress(acc.is_main_process, run.total_steps, state.step) as bar:
@@ -87,59 +87,65 @@ def train(config: Config, resume: str | bool | None = None) -> TrainResult:
                     rng_at_step_start = capture_rng()
                     began = time.perf_counter()
                     rows = step_rows(perm, state.step_in_epoch, run.global_batch)
-                    n_sup = sum(run.train_rows.supervised[i] for i in rows)  # the whole step
+                    weight = objective.weight(run.train_rows, rows)  # the whole step, all ranks
                     micro = micro_batches(
                         rows, t.batch_size, acc.num_processes, acc.process_index, t.grad_accum
                     )
-                    loss_sum = torch.zeros((), device=acc.device)
+                    loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
+                    extra: dict[str, torch.Tensor] = {}
                     for m, idx in enumerate(micro):
-                        batch = {
-                            k: v.to(acc.device) if v is not None else None
-                            for k, v in collate(run.train_rows, idx, pad_id, fixed).items()
-                        }
+                        batch = _to_device(objective.batch(run.train_rows, idx), acc.device)
                         last = m == len(micro) - 1
-                        sync = contextlib.nullcontext() if last else acc.no_sync(run.loss_model)
+                        if run.engine_accumulates:
+                            # DeepSpeed accumulates in its engine: the step's last micro-batch
+                            # is the boundary where it syncs, clips and steps.
+                            acc.sync_gradients = last
+                            sync = contextlib.nullcontext()
+                        elif last:
+                            sync = contextlib.nullcontext()
+                        else:  # gradients sync over ranks once, on the last micro-batch
+                            sync = acc.no_sync(run.loss_model)
                         with sync, acc.autocast():
-                            part, _ = run.loss_model(**batch)
-                        acc.backward(part * acc.num_processes / n_sup)
-                        loss_sum += part.detach()
-                    loss = acc.reduce(loss_sum, "sum").item() / n_sup
+                            part, metrics = run.loss_model(**batch)
+                        acc.backward(part * run.loss_scale / max(weight, 1))
+                        loss_sum += part.detach().double()
+                        for k, v in metrics.items():
+                            extra[k] = extra.get(k, 0.0) + v.detach().double()
+                    loss = acc.reduce(loss_sum, "sum").item() / max(weight, 1)
                     if not math.isfinite(loss):
                         raise TrainingDiverged(
                             f"the loss became {loss} at step {state.step + 1}; stopping. The last "
                             f"good checkpoint is kept in {run.output_dir / 'checkpoints'}. Lower "
                             "train.lr, raise warmup, or look for broken rows in the data"
                         )
-                    grad_norm = float(
-                        acc.clip_grad_norm_(
-                            run.loss_model.parameters(), t.max_grad_norm or math.inf
-                        )
-                    )
+                    grad_norm = _clip(run, t.max_grad_norm)
                     result.grad_norms.append(grad_norm)
                     lr = run.scheduler.get_last_lr()[0]
                     run.optimizer.step()
                     run.scheduler.step()
                     run.optimizer.zero_grad(set_to_none=True)
 
-                    tokens = sum(len(run.train_rows.input_ids[i]) for i in rows)
+                    tokens = objective.token_count(run.train_rows, rows)
                     state.step += 1
                     state.step_in_epoch += 1
                     state.tokens_seen += tokens
-                    state.supervised_tokens_seen += n_sup
+                    state.supervised_tokens_seen += weight
                     state.last_loss = loss
                     result.losses.append(loss)
                     seconds = time.perf_counter() - began
                     if state.step % t.log_every == 0 or state.step == run.total_steps:
-                        metrics = {
+                        logged = {
                             "train/loss": loss,
                             "train/lr": lr,
                             "train/epoch": state.epoch + state.step_in_epoch / run.steps_per_epoch,
                             "train/tokens_per_s": tokens / seconds,
-                            "train/supervised_tokens_per_s": n_sup / seconds,
+                            f"train/{objective.weight_name}_per_s": weight / seconds,
+                            "train/grad_norm": grad_norm,
                         }
-                        metrics["train/grad_norm"] = grad_norm
-                        logger.log(state.step, metrics)
-                    bar(state.step, loss, lr, n_sup / seconds)
+                        for k, v in extra.items():
+                            logged[f"train/{k}"] = acc.reduce(v, "sum").item() / max(weight, 1)
+                        logger.log(state.step, logged)
+                    bar(state.step, loss, lr, weight / seconds)
                     if t.eval_every and state.step % t.eval_every == 0:
                         _validate(run, state, logger, result)
                     if t.save_every and state.step % t.save_every == 0:
@@ -167,57 +173,69 @@ def train(config: Config, resume: str | bool | None = None) -> TrainResult:
 
 
 def _save(run: Run, state: TrainState, rng: dict) -> Path | None:
-    """Checkpoint on the main process with every rank's RNG state."""
-    rngs = (
-        gather_object([rng_to_json(rng)])
-        if run.accelerator.num_processes > 1
-        else [rng_to_json(rng)]
+    """Checkpoint with every rank's RNG state (sharded runs: every rank writes its shard)."""
+    acc = run.accelerator
+    rngs = gather_object([rng_to_json(rng)]) if acc.num_processes > 1 else [rng_to_json(rng)]
+    directory, cfg, keep = (
+        run.output_dir / "checkpoints",
+        run.config.to_yaml(),
+        run.config.train.keep_last,
     )
+    if run.sharded:
+        return save_sharded_checkpoint(acc, directory, run.scheduler, state, rngs, cfg, keep)
     path = None
-    if run.accelerator.is_main_process:
+    if acc.is_main_process:
         path = save_checkpoint(
-            run.output_dir / "checkpoints",
-            run.model,
-            run.optimizer,
-            run.scheduler,
-            state,
-            rngs,
-            run.config.to_yaml(),
-            run.config.train.keep_last,
+            directory, run.model, run.optimizer, run.scheduler, state, rngs, cfg, keep
         )
-    run.accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return path
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if v is not None else None for k, v in batch.items()}
+
+
+def _clip(run: Run, max_norm: float | None) -> float:
+    """Clip the step's gradient to `max_norm` (None: only measure it); the norm before clipping.
+
+    DeepSpeed clips inside its engine (`gradient_clipping` in its config) and reports the norm
+    after its step; accelerate's `clip_grad_norm_` covers DDP and FSDP.
+    """
+    acc = run.accelerator
+    if run.engine_accumulates:
+        engine = run.loss_model
+        norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+        return float(norm) if norm is not None else math.nan
+    return float(acc.clip_grad_norm_(run.loss_model.parameters(), max_norm or math.inf))
 
 
 @torch.no_grad()
 def _validate(run: Run, state: TrainState, logger, result: TrainResult) -> None:
     """Validation loss over the held-out rows, and sample answers to `train.sample_prompts`."""
-    acc, t = run.accelerator, run.config.train
+    acc, t, objective = run.accelerator, run.config.train, run.objective
     run.loss_model.eval()
     if run.val_rows is not None:
-        fixed = run.config.require_data("train").max_length if run.packed else None
         idx = list(range(acc.process_index, len(run.val_rows), acc.num_processes))
-        total = torch.zeros((), device=acc.device)
+        total = torch.zeros((), device=acc.device, dtype=torch.float64)
         for start in range(0, max(len(idx), 1), t.batch_size):
-            batch = collate(
-                run.val_rows, idx[start : start + t.batch_size], run.tokenizer.pad_token_id, fixed
+            batch = _to_device(
+                objective.batch(run.val_rows, idx[start : start + t.batch_size]), acc.device
             )
-            batch = {k: v.to(acc.device) if v is not None else None for k, v in batch.items()}
             with acc.autocast():
                 part, _ = run.loss_model(**batch)
-            total += part
-        val = acc.reduce(total, "sum").item() / max(1, sum(run.val_rows.supervised))
+            total += part.double()
+        weight = objective.weight(run.val_rows, range(len(run.val_rows)))
+        val = acc.reduce(total, "sum").item() / max(1, weight)
         result.val_losses.append(val)
         logger.log(state.step, {"val/loss": val, "val/perplexity": math.exp(min(val, 50))})
     if run.eval_tasks and acc.is_main_process:
-        from instill.eval.models import LoadedModel
         from instill.eval.runner import evaluate, summarize
         from instill.generate.engine import SamplingConfig
 
-        lm = LoadedModel("train", run.model, run.renderer, run.end_of_turn_ids)
         with acc.autocast():
             records = evaluate(
-                lm,
+                _bundle(run, "train"),
                 run.eval_tasks,
                 SamplingConfig(max_new_tokens=t.eval_max_new_tokens, batch_size=t.batch_size),
             )
@@ -229,95 +247,63 @@ def _validate(run: Run, state: TrainState, logger, result: TrainResult) -> None:
         logger.log(state.step, metrics)
         result.eval_scores.append(metrics)
     if t.sample_prompts and acc.is_main_process:
-        for k, text in enumerate(t.sample_prompts):
-            logger.log_text(state.step, f"samples/{k}", f"{text}\n---\n{generate(run, text)}")
+        answers = generate(run, t.sample_prompts)
+        for k, (text, answer) in enumerate(zip(t.sample_prompts, answers, strict=True)):
+            logger.log_text(state.step, f"samples/{k}", f"{text}\n---\n{answer}")
     run.loss_model.train()
 
 
-def generate(run: Run, prompt: str) -> str:
-    """Greedy answer to one user message, stopping at the end-of-turn token."""
-    from instill.data.conversation import Message
+def _bundle(run: Run, name: str) -> Bundle:
+    return Bundle(name, run.model, run.renderer, run.stop_ids, {})
 
-    ids = run.renderer.encode_prompt([Message("user", prompt)])
-    model = run.model
+
+def generate(run: Run, prompts: list[str]) -> list[str]:
+    """Greedy answers to single user messages, stopping at the end-of-turn token."""
+    from instill.data.conversation import Message
+    from instill.generate.engine import Generator, SamplingConfig
+
+    generator = Generator.for_bundle(_bundle(run, "train"))
+    sampling = SamplingConfig(
+        max_new_tokens=run.config.train.sample_max_new_tokens, batch_size=len(prompts)
+    )
     with run.accelerator.autocast():
-        out = model.generate(
-            input_ids=torch.tensor([ids], device=run.accelerator.device),
-            max_new_tokens=run.config.train.sample_max_new_tokens,
-            do_sample=False,
-            eos_token_id=run.end_of_turn_ids,
-            pad_token_id=run.tokenizer.pad_token_id,
-            use_cache=True,
-        )
-    return run.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+        gens = generator.generate([[Message("user", p)] for p in prompts], sampling)
+    return [g.text for g in gens]
 
 
 def _save_final(run: Run, state: TrainState, final: Path) -> None:
-    """The tuned model as transformers / PEFT / vLLM load it, with tokenizer and stop tokens."""
+    """The tuned model as transformers / PEFT / vLLM load it, with tokenizer and stop tokens.
+
+    Every rank takes part: under FSDP / DeepSpeed ZeRO-3 the weights are sharded and
+    `get_state_dict` gathers them (a collective); the main process then writes the bundle.
+    """
     acc = run.accelerator
+    state_dict = None
+    if run.sharded:
+        state_dict = acc.get_state_dict(run.loss_model)
+        prefix = "model."
+        state_dict = {
+            k[len(prefix) :]: v for k, v in (state_dict or {}).items() if k.startswith(prefix)
+        }
     if not acc.is_main_process:
         return
-    import shutil
-
-    from transformers import GenerationConfig
-
-    tmp = final.with_name(final.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model = run.model
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    run.tokenizer.save_pretrained(str(tmp))
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    gen = GenerationConfig.from_model_config(base.config)
-    gen.eos_token_id = (
-        run.end_of_turn_ids if len(run.end_of_turn_ids) > 1 else (run.end_of_turn_ids[0])
-    )
-    gen.pad_token_id = run.tokenizer.pad_token_id
-    gen.bos_token_id = run.tokenizer.bos_token_id
-    gen.save_pretrained(str(tmp))
-    (tmp / "instill.json").write_text(
-        json.dumps(
-            {
-                "base_model": run.config.model.path,
-                "method": run.config.train.method,
-                "template": run.renderer.template.name,
-                "end_of_turn": run.renderer.template.end_of_turn,
-                "steps": state.step,
-                "final_loss": state.last_loss,
-            },
-            indent=2,
-        )
-    )
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    info = {
+        "base_model": run.config.model.path,
+        "method": run.config.train.method,
+        "steps": state.step,
+        "final_loss": state.last_loss,
+    }
+    save_bundle(final, _bundle(run, "final"), info, state_dict=state_dict)
 
 
 @contextlib.contextmanager
 def _progress(enabled: bool, total: int, done: int):
-    """A rich progress bar: step, loss, learning rate, supervised tokens/s, ETA."""
-    if not enabled:
-        yield lambda *a: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    """Step, loss, learning rate, supervised tokens/s and ETA: a bar on a terminal, else lines."""
+    from instill.progress import track
 
-    columns = [
-        TextColumn("[bold]train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[tps]} tok/s"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns) as progress:
-        task = progress.add_task("train", total=total, completed=done, loss="-", lr="-", tps="-")
+    with track("train", total, done=done, unit="steps", enabled=enabled) as tracker:
 
         def update(step: int, loss: float, lr: float, tps: float) -> None:
-            progress.update(
-                task, completed=step, loss=f"{loss:.4f}", lr=f"{lr:.2e}", tps=f"{tps:,.0f}"
-            )
+            tracker.update(step, f"loss {loss:.4f}  lr {lr:.2e}  {tps:,.0f} tok/s")
 
         yield update

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 
 from instill.config import Config
 from instill.data.masking import Renderer
@@ -25,8 +25,10 @@ from instill.models.adapters import (
     is_row_masked,
     trainable_parameter_count,
 )
-from instill.train.data import Rows, steps_per_epoch
-from instill.train.loss import SupervisedLoss
+from instill.models.bundle import stop_token_ids
+from instill.train.data import steps_per_epoch
+from instill.train.objectives import Objective
+from instill.train.sft import SFTObjective
 
 
 @dataclass
@@ -36,20 +38,46 @@ class Run:
     config: Config
     accelerator: Accelerator
     model: torch.nn.Module  # the (PEFT-wrapped) causal LM, unwrapped
-    loss_model: torch.nn.Module  # SupervisedLoss, prepared by accelerate
+    objective: Objective
+    loss_model: torch.nn.Module  # the objective's loss module, prepared by accelerate
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     tokenizer: Any
     renderer: Renderer
-    train_rows: Rows
-    val_rows: Rows | None
+    train_rows: Any  # what objective.load_rows returned (TokenRows for SFT)
+    val_rows: Any | None
     packed: bool
     total_steps: int
     steps_per_epoch: int
     global_batch: int
-    end_of_turn_ids: list[int]
+    stop_ids: list[int]
     output_dir: Path
     eval_tasks: list = field(default_factory=list)
+
+    @property
+    def engine_accumulates(self) -> bool:
+        """DeepSpeed: its engine accumulates micro-batches, steps and clips by itself."""
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+    @property
+    def loss_scale(self) -> float:
+        """What each micro-batch's loss sum is multiplied by before division by the step weight.
+
+        DDP and FSDP average gradients over ranks, so the sum is scaled by the world size to make
+        the result the step's mean; DeepSpeed's engine also divides by its accumulation steps.
+        """
+        scale = float(self.accelerator.num_processes)
+        if self.engine_accumulates:
+            scale *= self.config.train.grad_accum
+        return scale
+
+    @property
+    def sharded(self) -> bool:
+        """Weights are sharded over ranks (FSDP, DeepSpeed): saving is a collective."""
+        return self.accelerator.distributed_type in (
+            DistributedType.FSDP,
+            DistributedType.DEEPSPEED,
+        )
 
 
 def make_accelerator(config: Config) -> Accelerator:
@@ -64,12 +92,38 @@ def make_accelerator(config: Config) -> Accelerator:
 
     AcceleratorState._reset_state(reset_partial_state=False)
     # Gradient accumulation is done by the loop (it owns the loss normalisation), so accelerate
-    # is told 1 and never rescales the loss.
-    return Accelerator(
+    # is told 1 and never rescales the loss. DeepSpeed's engine accumulates by itself: its
+    # config is set from train.* (see `configure_deepspeed`).
+    accelerator = Accelerator(
         mixed_precision="bf16" if dtype == torch.bfloat16 else "no",
         gradient_accumulation_steps=1,
         cpu=device == "cpu",
     )
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(accelerator, config)
+    return accelerator
+
+
+def configure_deepspeed(accelerator: Accelerator, config: Config) -> None:
+    """Make DeepSpeed's engine accumulate and clip exactly as `config.train` says.
+
+    The loop prepares no dataloader, so the batch sizes accelerate would take from one are set
+    here, as accelerate documents for that case; the engine's gradient accumulation is
+    `train.grad_accum` (the loop marks each step's last micro-batch as the boundary and undoes
+    the engine's division of the loss by it), and its clipping is `train.max_grad_norm`.
+    Under ZeRO-3 the engine is also told to gather the full weights when saving: `final/` is
+    written from them (accelerate's `get_state_dict` refuses otherwise, and the accelerate
+    config's `zero3_save_16bit_model` defaults to false).
+    """
+    t = config.train
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = t.batch_size
+    ds["gradient_accumulation_steps"] = t.grad_accum
+    ds["train_batch_size"] = t.batch_size * t.grad_accum * accelerator.num_processes
+    ds["gradient_clipping"] = float(t.max_grad_norm or 0.0)
+    zero = ds.setdefault("zero_optimization", {})
+    if zero.get("stage") == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
 
 
 def _compute_dtype(config: Config, device: str, detect) -> torch.dtype:
@@ -77,41 +131,38 @@ def _compute_dtype(config: Config, device: str, detect) -> torch.dtype:
         return torch.bfloat16
     if config.model.dtype == "float32":
         return torch.float32
+    if config.model.dtype == "float64":
+        return torch.float64
     return detect(device)
 
 
-def prepare_data(
-    config: Config, accelerator: Accelerator, resume: bool
-) -> tuple[Any, Rows, Rows | None, dict]:
-    """Run `instill prepare` on the main process (unless resuming) and load its outputs.
+def prepare_data(config: Config, accelerator: Accelerator, resume: bool) -> tuple[Any, dict]:
+    """Run `instill prepare` on the main process (unless resuming).
 
     Returns:
-        The prepared tokenizer, the training rows, the validation rows (if
-        `data.val_fraction`) and the prepare statistics.
+        The prepared tokenizer and the prepare statistics; the rows are in
+        `<output_dir>/prepared` (and `prepared_val` with `data.val_fraction`).
     """
     import datasets
     from transformers import AutoTokenizer
 
     from instill.data.prepare import prepare
+    from instill.models.tokenizer_loading import load_tokenizer_for
 
     out = Path(config.output_dir)
     if accelerator.is_main_process and not (resume and (out / "prepared").is_dir()):
-        prepare(config, progress=True)
+        prepare(config, load_tokenizer_for(config), progress=True)
     accelerator.wait_for_everyone()
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
     stats = json.loads((out / "stats.json").read_text())
-    train_rows = _load_rows(out / "prepared")
-    val_dir = out / "prepared_val"
-    return tokenizer, train_rows, _load_rows(val_dir) if val_dir.is_dir() else None, stats
+    return tokenizer, stats
 
 
-def _load_rows(directory: Path) -> Rows:
-    import datasets
-
-    ds = datasets.load_from_disk(str(directory))
-    columns = {c: ds[c] for c in ("input_ids", "labels", "position_ids") if c in ds.column_names}
-    return Rows.from_columns(columns)
+def make_objective(config: Config, tokenizer) -> Objective:
+    """The training objective `config` asks for (SFT today)."""
+    data = config.require_data("train")
+    return SFTObjective(tokenizer.pad_token_id, data.max_length, config.train.loss_chunk_tokens)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -200,13 +251,23 @@ def build_run(config: Config, resume: bool = False) -> Run:
     data = config.require_data("train")
     accelerator = make_accelerator(config)
     set_seed(config.seed)
-    tokenizer, train_rows, val_rows, stats = prepare_data(config, accelerator, resume)
-    packed = train_rows.position_ids is not None
+    tokenizer, stats = prepare_data(config, accelerator, resume)
+    objective = make_objective(config, tokenizer)
+    out = Path(config.output_dir)
+    train_rows = objective.load_rows(out / "prepared")
+    val_rows = (
+        objective.load_rows(out / "prepared_val") if (out / "prepared_val").is_dir() else None
+    )
+    packed = bool(getattr(train_rows, "packed", False))
 
     device = accelerator.device
     compute = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-    # Frozen weights are stored in the compute dtype; trained ones are kept in fp32.
-    load_dtype = torch.float32 if config.train.method == "full" else compute
+    if config.model.dtype == "float64":
+        compute = torch.float64  # numerical checks (the invariant tests): no rounding to hide in
+    # Frozen weights are stored in the compute dtype; trained ones in at least fp32.
+    load_dtype = (
+        compute if compute == torch.float64 or config.train.method != "full" else torch.float32
+    )
     model = load_model(
         config.model.path,
         dtype=load_dtype,
@@ -230,7 +291,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
     if compute == torch.bfloat16 and config.train.method in ("lora", "qlora"):
         disable_adapter_input_casts(model)  # every forward of the run is under bf16 autocast
     for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
     trainable, total = trainable_parameter_count(model)
     if trainable == 0:
@@ -250,19 +311,12 @@ def build_run(config: Config, resume: bool = False) -> Run:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(t.schedule, warmup, total_steps)
     )
-    loss_model = SupervisedLoss(model, t.loss_chunk_tokens)
+    loss_model = objective.loss_module(model)
     loss_model, optimizer = accelerator.prepare(loss_model, optimizer)
 
     # The prepared tokenizer carries the exact template training used (built-ins exported).
     template = get_template("tokenizer", tokenizer, stats["end_of_turn"])
     renderer = Renderer(tokenizer, template, data.masking)
-    eot_ids = list(
-        dict.fromkeys(
-            i
-            for i in (tokenizer.convert_tokens_to_ids(template.end_of_turn), tokenizer.eos_token_id)
-            if i is not None
-        )
-    )
     accelerator.print(
         f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%); "
         f"{len(train_rows)} training rows{' (packed)' if packed else ''}, "
@@ -278,6 +332,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
         config=config,
         accelerator=accelerator,
         model=model,
+        objective=objective,
         loss_model=loss_model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -289,6 +344,6 @@ def build_run(config: Config, resume: bool = False) -> Run:
         total_steps=total_steps,
         steps_per_epoch=per_epoch,
         global_batch=global_batch,
-        end_of_turn_ids=eot_ids,
+        stop_ids=stop_token_ids(tokenizer, template),
         output_dir=Path(config.output_dir),
     )

@@ -123,9 +123,11 @@ def register_family(
 
 
 def families() -> dict[str, Family]:
-    """Every registered family by name (the built-in modules are imported first)."""
-    from instill.data.builtin import families_a, families_b  # noqa: F401  (they register)
+    """Every registered family by name.
 
+    The built-in family modules are imported (and so registered) by `instill.data.builtin`,
+    whose `__init__` runs before this module can be imported; this module never imports them.
+    """
     return dict(_FAMILIES)
 
 

@@ -10,7 +10,8 @@
 
 Evaluation instances come from their own random streams, and any evaluation prompt whose text
 also occurs in training is regenerated, so no evaluation prompt is ever trained on
-(`tests/test_builtin_suite.py` checks all of this).
+(`tests/test_builtin_suite.py` checks all of this). The evaluation splits become eval tasks in
+`instill.eval.builtin_tasks`: this module makes rows and checkers only.
 """
 
 from __future__ import annotations
@@ -203,38 +204,3 @@ def eval_row(row: dict) -> dict:
     if check["constraints"]:
         out["constraints"] = check["constraints"]
     return out
-
-
-# --------------------------------------------------------------------------- eval tasks
-
-
-def suite_tasks(suite: Suite, splits: tuple[str, ...] = EVAL_SPLITS) -> list:
-    """The evaluation splits as eval tasks (one per split; families kept per prompt)."""
-    from instill.data.sources import RawRow
-    from instill.eval.tasks import EvalTask, parse_eval_row
-
-    tasks = []
-    for split in splits:
-        items = [
-            parse_eval_row(RawRow(eval_row(r), r["id"]), "generate", "exact_match")
-            for r in suite.rows[split]
-        ]
-        tasks.append(EvalTask(name=split, items=items, max_new_tokens=96))
-    return tasks
-
-
-def _register() -> None:
-    from instill.eval.tasks import register_task
-
-    for split in EVAL_SPLITS:
-        name = f"builtin-{split.replace('_', '-')}"
-
-        def factory(split: str = split, name: str = name):
-            (task,) = suite_tasks(build_suite(), (split,))
-            task.name = name
-            return task
-
-        register_task(name, factory)
-
-
-_register()
