@@ -69,7 +69,7 @@ def test_an_empty_micro_batch_has_no_supervised_token():
     assert (batch["labels"] == IGNORE_INDEX).all()
 
 
-def test_rows_load_from_a_saved_dataset_as_memory_mapped_int32(tmp_path):
+def test_rows_load_from_an_arrow_dataset_without_arrays(tmp_path):
     import datasets
 
     ints = datasets.Sequence(datasets.Value("int32"))
@@ -83,9 +83,37 @@ def test_rows_load_from_a_saved_dataset_as_memory_mapped_int32(tmp_path):
     for column in ("input_ids", "labels", "position_ids", "offsets", "supervised"):
         assert np.array_equal(getattr(rows, column), getattr(expected, column)), column
     assert rows.input_ids.dtype == np.int32
-    # A view of the Arrow buffer, not a copy: numpy does not own the memory.
-    assert not rows.input_ids.flags.owndata
     assert rows.row(2)["labels"].tolist() == LABELS[2]
+
+
+def test_prepare_writes_flat_arrays_that_load_memory_mapped(tmp_path):
+    from instill.config import validate_config
+    from instill.data.prepare import prepare
+    from instill.models.tokenizer_loading import load_tokenizer_for
+    from tests.test_train import make_config
+
+    for packing in (True, False):
+        raw = make_config(tmp_path / str(packing))
+        raw["data"]["packing"] = packing
+        config = validate_config(raw)
+        prepared = prepare(config, load_tokenizer_for(config), progress=False)
+        directory = prepared.output_dir / "prepared"
+        rows = TokenRows.load(directory)
+        assert isinstance(rows.input_ids, np.memmap) and isinstance(rows.labels, np.memmap)
+        assert rows.input_ids.dtype == np.int32
+        assert rows.packed == packing
+        # The same rows as the Arrow dataset beside them, which users and their tools read.
+        import datasets
+
+        ds = datasets.load_from_disk(str(directory))
+        assert len(rows) == len(ds)
+        for i in (0, len(ds) // 2, len(ds) - 1):
+            assert rows.row(i)["input_ids"].tolist() == ds[i]["input_ids"]
+            assert rows.row(i)["labels"].tolist() == ds[i]["labels"]
+            if packing:
+                assert rows.row(i)["position_ids"].tolist() == ds[i]["position_ids"]
+        arrow = TokenRows.from_table(ds.data.table)
+        assert np.array_equal(arrow.supervised, rows.supervised)
 
 
 def test_misaligned_columns_are_refused():

@@ -31,6 +31,7 @@ from instill.data.conversation import Conversation
 from instill.data.formats import RowFormat, get_format, parse_row
 from instill.data.masking import Renderer, TokenizedExample
 from instill.data.packing import PackedRow, pack_examples
+from instill.data.prepared import TokenRows
 from instill.data.sources import RawRow, read_source
 from instill.data.templates import chat_template_source, get_template, prepare_tokenizer
 from instill.errors import InstillError, RowError, TemplateError
@@ -533,3 +534,5 @@ def write_dataset(
     ds = datasets.Dataset.from_dict(table, features=features)
     with atomic_directory(target) as tmp:
         ds.save_to_disk(str(tmp))
+        # The flat int32 columns the training loop memory-maps (see `data/prepared.py`).
+        TokenRows.from_table(ds.data.table).save_arrays(tmp)

@@ -1,10 +1,13 @@
 """The prepared dataset as contiguous int32 arrays: what `instill prepare` wrote, ready to batch.
 
-`prepare` saves rows as an Arrow dataset (`datasets.Dataset.save_to_disk`). Arrow stores a list
-column as one flat values buffer plus row offsets, and `datasets` memory-maps the file, so the
-columns are exposed here as numpy views of that buffer: no Python list per row, no copy per rank
-(every process of a multi-GPU run maps the same pages), and a batch is one vectorised gather
-(`train/data.py`). Rows loaded from Python lists (tests, in-memory data) use the same layout.
+`prepare` saves rows as an Arrow dataset (`datasets.Dataset.save_to_disk`, for users and their
+tools) and, beside it in `arrays/`, each token column as one flat `.npy` buffer plus the row
+offsets. The loop memory-maps those (`np.load(mmap_mode="r")`): no Python list per row, no copy
+per rank (every process of a multi-GPU run maps the same read-only pages of the page cache), and
+a batch is one vectorised gather (`train/data.py`). Arrow itself stores a list column as values
+plus offsets too, but `save_to_disk` writes it in record batches of 1,000 rows, so one flat view
+needs a copy; a dataset without `arrays/` (written by an older instill) is loaded that way.
+Rows built from Python lists (tests, in-memory data) use the same layout.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from instill.data.masking import IGNORE_INDEX
+
+#: The folder inside a prepared dataset that holds the flat `.npy` columns.
+ARRAYS_DIR = "arrays"
 
 
 @dataclass(frozen=True)
@@ -97,16 +103,44 @@ class TokenRows:
     @classmethod
     def load(cls, directory: str | Path) -> TokenRows:
         """Memory-map a dataset saved by `prepare` (`prepared/` or `prepared_val/`)."""
+        arrays = Path(directory) / ARRAYS_DIR
+        if (arrays / "offsets.npy").is_file():
+            columns = {
+                name: np.load(arrays / f"{name}.npy", mmap_mode="r")
+                for name in ("input_ids", "labels", "position_ids", "offsets")
+                if (arrays / f"{name}.npy").is_file()
+            }
+            return cls.from_arrays(
+                columns["input_ids"],
+                columns["labels"],
+                np.asarray(columns["offsets"], dtype=np.int64),
+                columns.get("position_ids"),
+            )
         import datasets
 
         ds = datasets.load_from_disk(str(directory))
-        table = ds.data.table  # a memory-mapped pyarrow.Table
         if ds._indices is not None:  # pragma: no cover - prepare never saves a selection
-            table = ds.flatten_indices().data.table
+            ds = ds.flatten_indices()
+        return cls.from_table(ds.data.table)
+
+    def save_arrays(self, directory: str | Path) -> None:
+        """Write the flat columns as `.npy` files into `directory/arrays/` (see the docstring)."""
+        arrays = Path(directory) / ARRAYS_DIR
+        arrays.mkdir(parents=True, exist_ok=True)
+        np.save(arrays / "offsets.npy", self.offsets)
+        np.save(arrays / "input_ids.npy", np.ascontiguousarray(self.input_ids, dtype=np.int32))
+        np.save(arrays / "labels.npy", np.ascontiguousarray(self.labels, dtype=np.int32))
+        if self.position_ids is not None:
+            pos = np.ascontiguousarray(self.position_ids, dtype=np.int32)
+            np.save(arrays / "position_ids.npy", pos)
+
+    @classmethod
+    def from_table(cls, table) -> TokenRows:
+        """Rows of a pyarrow table with list<int32> columns (one copy when it has many chunks)."""
         ids, offsets = _flat_column(table, "input_ids")
         labels, label_offsets = _flat_column(table, "labels")
         if not np.array_equal(offsets, label_offsets):
-            raise ValueError(f"{directory}: input_ids and labels rows have different lengths")
+            raise ValueError("input_ids and labels rows have different lengths")
         pos = None
         if "position_ids" in table.column_names:
             pos, _ = _flat_column(table, "position_ids")

@@ -117,14 +117,25 @@ def save_checkpoint(
     with atomic_directory(final) as tmp:  # the checkpoint exists only once it is complete
         save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "rng.json").write_text(json.dumps(rngs))
-        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+        _write_loop_state(tmp, scheduler, state, rngs, config_yaml)
+    _prune(directory, keep_last)
+    return final
+
+
+def _write_loop_state(
+    tmp: Path, scheduler: Any, state: TrainState, rngs: list[dict], config_yaml: str
+) -> None:
+    """What every checkpoint holds besides weights and optimizer: schedule, RNG, data position."""
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "rng.json").write_text(json.dumps(rngs))
+    (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
+    (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+
+
+def _prune(directory: Path, keep_last: int | None) -> None:
     if keep_last:
         for old in list_checkpoints(directory)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def save_sharded_checkpoint(
@@ -152,16 +163,11 @@ def save_sharded_checkpoint(
     accelerator.save_state(str(tmp / SHARDED_STATE))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        (tmp / "rng.json").write_text(json.dumps(rngs))
-        (tmp / "config.yaml").write_text(config_yaml, encoding="utf-8")
-        (tmp / "state.json").write_text(json.dumps(asdict(state), indent=2))
+        _write_loop_state(tmp, scheduler, state, rngs, config_yaml)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
-        if keep_last:
-            for old in list_checkpoints(directory)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+        _prune(directory, keep_last)
     accelerator.wait_for_everyone()
     return final
 

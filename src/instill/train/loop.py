@@ -217,8 +217,11 @@ def _validate(run: Run, state: TrainState, logger, result: TrainResult) -> None:
     run.loss_model.eval()
     if run.val_rows is not None:
         idx = list(range(acc.process_index, len(run.val_rows), acc.num_processes))
+        # Every rank runs the same number of batches (empty ones where it has no rows left): a
+        # sharded forward (FSDP, ZeRO-3) is a collective, and a rank that stops early hangs it.
+        per_rank = -(-len(run.val_rows) // acc.num_processes)
         total = torch.zeros((), device=acc.device, dtype=torch.float64)
-        for start in range(0, max(len(idx), 1), t.batch_size):
+        for start in range(0, max(per_rank, 1), t.batch_size):
             batch = _to_device(
                 objective.batch(run.val_rows, idx[start : start + t.batch_size]), acc.device
             )

@@ -80,6 +80,15 @@ class Run:
         )
 
 
+def weights_sharded(accelerator: Accelerator) -> bool:
+    """No single process holds the whole model (FSDP, DeepSpeed ZeRO-3)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return accelerator.state.deepspeed_plugin.zero_stage == 3
+    return False
+
+
 def make_accelerator(config: Config) -> Accelerator:
     from instill.models.load import detect_compute_dtype
 
@@ -250,6 +259,13 @@ def build_run(config: Config, resume: bool = False) -> Run:
 
     data = config.require_data("train")
     accelerator = make_accelerator(config)
+    if weights_sharded(accelerator) and (config.train.sample_prompts or config.train.eval_tasks):
+        raise InstillError(
+            "train.sample_prompts and train.eval_tasks generate on one process, which needs the "
+            "whole model; under FSDP and DeepSpeed ZeRO-3 the weights are sharded over the "
+            "ranks. Leave them empty for this run and evaluate its final/ afterwards "
+            "(instill eval --model <output_dir>/final ...)"
+        )
     set_seed(config.seed)
     tokenizer, stats = prepare_data(config, accelerator, resume)
     objective = make_objective(config, tokenizer)
