@@ -78,8 +78,9 @@ def test_unpacked_output_keeps_source_order_with_row_ids(tmp_path):
 
 def test_skipped_rows_are_counted_and_written(tmp_path, write_jsonl):
     good = {"instruction": "Say hi", "output": "hi"}
+    other = {"instruction": "Say bye", "output": "bye"}  # distinct: exact duplicates are removed
     path = write_jsonl(
-        "d.jsonl", [good, {"instruction": "x", "output": ""}, good], raw_lines=["not json"]
+        "d.jsonl", [good, {"instruction": "x", "output": ""}, other], raw_lines=["not json"]
     )
     result = run(tmp_path, [{"path": str(path)}], on_bad_row="skip")
     assert result.stats["rows_read"] == 4
@@ -260,10 +261,11 @@ def test_cli_prints_locations_with_brackets_verbatim(tmp_path, capsys):
 
 def test_rows_that_cannot_be_parsed_keep_their_text_in_rejected_jsonl(tmp_path):
     good = json.dumps({"instruction": "Say hi", "output": "hi"})
+    other = json.dumps({"instruction": "Say bye", "output": "bye"})  # exact duplicates go
     broken = '{"instruction": "Qué tal?", "output": "bien"  '  # unterminated, trailing spaces
     jsonl = tmp_path / "d.jsonl"
     jsonl.write_bytes(
-        "\n".join([good, broken, good]).encode() + b'\n{"output": "caf\xe9"}\r\n' + b"[1,\n"
+        "\n".join([good, broken, other]).encode() + b'\n{"output": "caf\xe9"}\r\n' + b"[1,\n"
     )
     csv = tmp_path / "d.csv"
     csv.write_text('instruction,output\nQ,A\n"multi\nline",A2,extra\nQ3,A3\n')

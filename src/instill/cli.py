@@ -180,7 +180,105 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompts per family in each evaluation split",
     )
     x.set_defaults(func=cmd_data_export)
+    _add_inference_commands(sub)
+    _add_curate_command(sub)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _top_p(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _model_arguments(p: argparse.ArgumentParser, sampling: bool = True) -> None:
+    p.add_argument(
+        "model", help="a base model, a run's final/ dir, a LoRA adapter dir or merged dir"
+    )
+    p.add_argument("--template", default="auto", help="template for a base model without one")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    if sampling:
+        p.add_argument("--max-new-tokens", type=_positive, default=256)
+        p.add_argument(
+            "--temperature", type=_non_negative_float, default=0.0, help="0 (default): greedy"
+        )
+        p.add_argument("--top-p", type=_top_p, default=1.0)
+        p.add_argument("--seed", type=int, default=None)
+
+
+def _add_inference_commands(sub) -> None:
+    """`instill chat`, `instill generate` and `instill serve`."""
+    c = sub.add_parser(
+        "chat",
+        help="chat with a model in the terminal (streamed, rendered as in training)",
+        description="An interactive chat: /reset, /system TEXT, /save FILE (a messages JSONL "
+        "row), /exit. Answers stream as they are generated and stop at the end-of-turn token.",
+    )
+    _model_arguments(c)
+    c.add_argument("--system", default=None, help="the system prompt")
+    c.set_defaults(func=cmd_chat, max_new_tokens=512)
+
+    g = sub.add_parser(
+        "generate",
+        help="answer a file of prompts (any training or eval format) into JSONL, resumably",
+        description="Answer every prompt of --input; write one JSONL row per prompt (id, "
+        "prompt, answer, stopped, finish_reason, token counts) to --output. A rerun skips the "
+        "rows already answered.",
+    )
+    _model_arguments(g)
+    g.add_argument("--input", required=True, help="prompt file (JSON/JSONL/Parquet/CSV)")
+    g.add_argument("--output", required=True, help="answers JSONL (appended; resumable)")
+    g.add_argument("--batch-size", type=_positive, default=8)
+    g.add_argument("--limit", type=_positive, default=None, help="first N prompts only")
+    g.set_defaults(func=cmd_generate, seed=0)
+
+    s = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server (many LoRA adapters on one base)",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/models, /health and a "
+        "chat page at /. Needs the [serve] extra.",
+    )
+    _model_arguments(s, sampling=False)
+    s.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a LoRA adapter served as model NAME (repeatable)",
+    )
+    s.add_argument("--name", default=None, help="the base model's name in requests")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument(
+        "--api-key",
+        default=None,
+        help="require `Authorization: Bearer KEY` (default: $INSTILL_API_KEY if set)",
+    )
+    s.add_argument("--max-tokens-limit", type=_positive, default=2048)
+    s.add_argument("--max-batch", type=_positive, default=16, help="rows decoded together")
+    s.add_argument("--max-queue", type=_positive, default=64, help="waiting requests before 429")
+    s.add_argument(
+        "--print-vllm",
+        metavar="DIR",
+        default=None,
+        help="write DIR/chat_template.jinja and print the equivalent `vllm serve` command",
+    )
+    s.set_defaults(func=cmd_serve)
 
 
 def _non_negative(text: str) -> int:
@@ -197,8 +295,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from instill.models.tokenizer_loading import load_tokenizer_for
 
     config = load_config(args.config, args.overrides)
-    config.require_data("prepare")  # before loading the tokenizer, which can take a while
-    result = prepare(config, load_tokenizer_for(config))
+    data = config.require_data("prepare")  # before loading the tokenizer, which can take a while
+    prompts = None
+    if data.curate.decontaminate.enabled:
+        from instill.eval.prompts import eval_prompts_for
+
+        prompts = eval_prompts_for(config)
+    result = prepare(config, load_tokenizer_for(config), eval_prompts=prompts)
     stats = result.stats
     if args.show:
         color = console.is_terminal
@@ -218,6 +321,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
             f"{result.output_dir / 'rejected.jsonl'}",
             highlight=False,
         )
+    _print_curation(stats.get("curation"))
     console.print(f"wrote {result.output_dir / 'prepared'}", highlight=False)
     return 0
 
@@ -383,6 +487,125 @@ def cmd_data_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_inference_bundle(args: argparse.Namespace, merge_adapter: bool = True):
+    import torch
+
+    from instill.models.bundle import load_bundle
+
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    return load_bundle(args.model, template=args.template, dtype=dtype, merge_adapter=merge_adapter)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from instill.generate.chat import ChatSampling, ChatSession, run_chat
+    from instill.generate.stream import DecodeEngine
+
+    bundle = _load_inference_bundle(args)
+    session = ChatSession(
+        DecodeEngine.for_bundle(bundle),
+        bundle.renderer,
+        system=args.system,
+        sampling=ChatSampling(args.max_new_tokens, args.temperature, args.top_p, args.seed),
+    )
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    return run_chat(session, input, write)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from instill.pipelines.batch_generate import BatchSettings, generate_file
+
+    bundle = _load_inference_bundle(args)
+    settings = BatchSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        limit=args.limit,
+    )
+    r = generate_file(bundle, args.input, args.output, settings)
+    console.print(
+        f"{r['answered']} answered ({r['stopped']} stopped at the end of turn), "
+        f"{r['skipped']} already in {r['output']}",
+        highlight=False,
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    adapters: dict[str, str] = {}
+    for item in args.adapter:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise InstillError(f"--adapter {item!r}: expected NAME=PATH")
+        if name in adapters:
+            raise InstillError(f"--adapter {name!r} is given twice")
+        adapters[name] = path
+    if args.print_vllm:
+        return _print_vllm(args, adapters)
+    try:
+        from instill.generate.server import ModelPool, ServeSettings, serve
+    except ImportError as e:  # pragma: no cover - depends on the installed extras
+        raise InstillError(
+            f"instill serve needs the serve extra: pip install 'instill[serve]' ({e})"
+        ) from e
+    api_key = args.api_key or os.environ.get("INSTILL_API_KEY") or None
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        api_key=api_key,
+        max_tokens_limit=args.max_tokens_limit,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+    )
+    pool = ModelPool(_load_inference_bundle(args), name=args.name or args.model)
+    for name, path in adapters.items():
+        pool.load_adapter(name, path)
+    auth = "API key required" if api_key else "no API key"
+    err_console.print(
+        f"serving {', '.join(pool.models)} on http://{args.host}:{args.port} ({auth})",
+        highlight=False,
+    )
+    serve(pool, settings)
+    return 0
+
+
+def _print_vllm(args: argparse.Namespace, adapters: dict[str, str]) -> int:
+    import os
+    from pathlib import Path
+
+    from instill.generate.vllm import lora_rank, vllm_command, write_chat_template
+    from instill.models.bundle import load_adapter_renderer, load_renderer
+
+    model = args.model
+    if (Path(model) / "adapter_config.json").is_file():  # a LoRA final/: its base + it
+        renderer, stop_ids, model = load_adapter_renderer(args.model)
+        adapters = {Path(args.model).name: args.model, **adapters}
+    else:
+        renderer, stop_ids = load_renderer(model, args.template)
+    template_file = write_chat_template(renderer, args.print_vllm)
+    ranks = [r for r in (lora_rank(p) for p in adapters.values()) if r]
+    print(
+        vllm_command(
+            model,
+            template_file,
+            stop_ids,
+            adapters,
+            max(ranks) if ranks else None,
+            host=args.host,
+            port=args.port,
+            api_key_env=bool(args.api_key or os.environ.get("INSTILL_API_KEY")),
+        )
+    )
+    return 0
+
+
 def summary_table(stats: dict) -> Table:
     table = Table(title="instill prepare", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
@@ -418,6 +641,94 @@ def summary_table(stats: dict) -> Table:
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def _add_curate_command(sub) -> None:
+    """`instill curate CONFIG`: dedup, filters, decontamination and mixing, with a report."""
+    c = sub.add_parser(
+        "curate",
+        help="dedup, quality-filter and decontaminate the data of a config, with a report",
+        description="Run the data.curate steps (exact and near-duplicate removal, quality "
+        "filters, decontamination against the config's eval tasks, mixing) on the config's "
+        "sources; write curated.jsonl (messages format), removed.jsonl (every removed row with "
+        "its file:line, step and reason) and report.md/.json/.html to data.curate.output_dir "
+        "(default <output_dir>/curation).",
+    )
+    c.add_argument("config", help="YAML config file")
+    c.add_argument(
+        "overrides",
+        nargs="*",
+        help="key.sub=value overrides, e.g. data.curate.near_dedup.enabled=true",
+    )
+    c.set_defaults(func=cmd_curate)
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from instill.config import load_config
+    from instill.data.curate.report import STEP_TITLES, decontamination_line, summary_line
+    from instill.pipelines.curate import run_curate
+
+    config = load_config(args.config, args.overrides)
+    run = run_curate(config, log=lambda m: console.print(m, highlight=False, markup=False))
+    stats = run.result.stats
+    table = Table(title="instill curate", title_justify="left")
+    table.add_column("source")
+    for step in ("read", "valid", "exact_dedup", "near_dedup", "filters", "decontaminate", "kept"):
+        off = step in stats["enabled"] and not stats["enabled"][step]
+        table.add_column(STEP_TITLES[step] + (" (off)" if off else ""), justify="right")
+    funnel = stats["funnel"]
+    for f in funnel["sources"] + ([funnel["total"]] if len(funnel["sources"]) > 1 else []):
+        table.add_row(
+            f["source"],
+            *(
+                str(f[s])
+                for s in (
+                    "read",
+                    "valid",
+                    "exact_dedup",
+                    "near_dedup",
+                    "filters",
+                    "decontaminate",
+                    "kept",
+                )
+            ),
+        )
+    console.print(table)
+    console.print(summary_line(stats), highlight=False, markup=False)
+    line = decontamination_line(stats)
+    if line:
+        console.print(line, highlight=False, markup=False)
+    mixture = sum(m["examples"] for m in stats["mixture"])
+    console.print(
+        f"wrote {run.paths['curated']} ({mixture} rows), {run.paths['removed']} and "
+        f"{run.paths['html']}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def _print_curation(curation: dict | None) -> None:
+    """One line per curation result of `instill prepare` (what was removed, decontamination)."""
+    if not curation:
+        return
+    removed = {k: v for k, v in curation["removed_by_step"].items() if v}
+    text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in removed.items()) or "nothing"
+    console.print(f"curation removed {text}; report: {curation['report']}", highlight=False)
+    dc = curation.get("decontaminate")
+    if dc:
+        tasks = ", ".join(f"{t} ({n})" for t, n in dc["tasks"].items())
+        line = (
+            f"decontamination: {dc['rows_checked']} rows checked against {dc['prompts']} eval "
+            f"prompts ({tasks}), {dc['ngram']}-grams, min_score {dc['min_score']}: "
+            f"{curation['removed_by_step']['decontaminate']} removed"
+        )
+        if dc["kept_below_min_score"]:
+            line += (
+                f"; {dc['kept_below_min_score']} rows share fewer n-grams (at most "
+                f"{dc['max_score_kept']:.0%} of a prompt) and were kept"
+            )
+        console.print(line, highlight=False, markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

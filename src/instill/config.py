@@ -54,6 +54,12 @@ class SourceConfig(_Strict):
     )
     split: str = Field("train", description="Split name, for hub datasets.")
     name: str | None = Field(None, description="Label used in statistics; defaults to the path.")
+    max_examples: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on this source's examples in the mixture, applied after curation and "
+        "`weight` (a seeded, evenly spread sample); None: no cap.",
+    )
 
     @field_validator("path")
     @classmethod
@@ -192,6 +198,236 @@ class TrainConfig(_Strict):
         return 2e-4 if self.method in ("lora", "qlora") else 2e-5
 
 
+# --------------------------------------------------------------------------- curation
+
+DedupScope = Literal["conversation", "user", "first_user"]
+
+#: Phrases that mark a canned refusal or an assistant talking about itself instead of answering
+#: (lower case; matched case-insensitively, with typographic apostrophes folded to `'`).
+DEFAULT_REFUSAL_PHRASES: tuple[str, ...] = (
+    "as an ai language model",
+    "as a language model",
+    "as an ai assistant",
+    "as a large language model",
+    "i am an ai language model",
+    "i'm an ai language model",
+    "i'm sorry, but i cannot",
+    "i'm sorry, but i can't",
+    "i am sorry, but i cannot",
+    "i cannot fulfill",
+    "i can't fulfill",
+    "i cannot assist with",
+    "i can't assist with",
+    "i cannot provide assistance",
+    "i'm unable to provide",
+    "i am unable to provide",
+    "i don't have personal opinions",
+    "i do not have personal opinions",
+    "i don't have the ability to",
+    "my knowledge cutoff",
+    "my training data",
+    "openai's content policy",
+    "against my programming",
+)
+
+
+class ExactDedupConfig(_Strict):
+    """Rows whose normalised text is identical (NFKC, case-folded, whitespace collapsed)."""
+
+    enabled: bool = Field(
+        True, description="On by default: removed rows are listed with the row they repeat."
+    )
+    scope: DedupScope = Field(
+        "conversation",
+        description="What is compared: the whole conversation (system and every turn with its "
+        "role), the user turns only, or the first user turn only.",
+    )
+
+
+class NearDedupConfig(_Strict):
+    """Near duplicates by MinHash LSH, tuned for short instruction texts (see data/curate)."""
+
+    enabled: bool = False
+    scope: DedupScope = Field(
+        "user", description="What is compared (default: the user turns, i.e. the prompt)."
+    )
+    shingle: Literal["char", "word"] = Field(
+        "char",
+        description="Shingle unit: character n-grams (default; a one-word edit of a 20-word "
+        "prompt keeps Jaccard ~0.85) or word n-grams.",
+    )
+    shingle_size: int = Field(5, ge=1, le=32, description="Characters (or words) per shingle.")
+    threshold: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="Jaccard similarity of the shingle sets (estimated from the signatures) at "
+        "or above which two rows are duplicates.",
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    bands: int = Field(32, ge=1, description="LSH bands; bands x rows_per_band <= num_perm.")
+    rows_per_band: int = Field(4, ge=1, description="Signature rows per LSH band.")
+    seed: int = Field(1, description="Seed of the MinHash permutations (same seed, same output).")
+
+    @model_validator(mode="after")
+    def _bands_fit(self) -> NearDedupConfig:
+        if self.bands * self.rows_per_band > self.num_perm:
+            raise ValueError(
+                f"bands x rows_per_band = {self.bands} x {self.rows_per_band} = "
+                f"{self.bands * self.rows_per_band} exceeds num_perm={self.num_perm}; lower "
+                "them or raise num_perm"
+            )
+        return self
+
+
+class QualityFilterConfig(_Strict):
+    """Quality filters for instruction data (rows are checked on their assistant turns)."""
+
+    enabled: bool = False
+    empty_response: bool = Field(
+        True,
+        description="Drop responses that are empty once whitespace and invisible "
+        "characters (zero-width, BOM) are removed.",
+    )
+    min_response_tokens: int = Field(1, ge=0, description="Fewer response tokens: dropped.")
+    max_response_tokens: int | None = Field(
+        None, ge=1, description="More response tokens: dropped (None: no upper bound)."
+    )
+    length_unit: Literal["words", "tokenizer"] = Field(
+        "words",
+        description="How response tokens are counted: `words` (words and punctuation marks, "
+        "no model needed) or `tokenizer` (the model's tokenizer).",
+    )
+    max_repetition: float | None = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Drop a response of 20+ words whose share of repeated word 3-grams "
+        "(1 - distinct/total) exceeds this (degenerate loops); None: off.",
+    )
+    max_echo: float | None = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Drop a response of 5+ words whose word 3-gram Jaccard with the user turn "
+        "(case-sensitive) is at least this: it only repeats the instruction; None: off.",
+    )
+    refusal_phrases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSAL_PHRASES),
+        description="Responses containing any of these phrases (case-insensitive) are dropped: "
+        "canned refusals and 'As an AI language model' boilerplate. [] turns it off.",
+    )
+    mojibake: bool = Field(
+        True,
+        description="Drop rows with broken encoding: U+FFFD, control characters, or UTF-8 read "
+        "as Windows-1252/Latin-1 ('cafÃ©', 'â€™').",
+    )
+    languages: list[str] = Field(
+        default_factory=list,
+        description="Keep only rows in these languages (ISO 639-1 codes, e.g. [en]); needs "
+        "py3langid (pip install 'instill[curate]'). []: off.",
+    )
+    min_language_confidence: float = Field(
+        0.5, ge=0, le=1, description="Language-ID probability below which a row is kept."
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> QualityFilterConfig:
+        if self.max_response_tokens is not None and (
+            self.max_response_tokens < self.min_response_tokens
+        ):
+            raise ValueError(
+                f"max_response_tokens ({self.max_response_tokens}) is below "
+                f"min_response_tokens ({self.min_response_tokens})"
+            )
+        return self
+
+    @field_validator("languages")
+    @classmethod
+    def _iso_codes(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not (isinstance(c, str) and 2 <= len(c) <= 3 and c.isalpha())]
+        if bad:
+            raise ValueError(f"languages must be ISO 639-1 codes such as en, fr; got {bad}")
+        return [c.lower() for c in v]
+
+
+class DecontaminateConfig(_Strict):
+    """Remove training rows that contain evaluation prompts (word n-gram overlap)."""
+
+    enabled: bool = False
+    ngram: int = Field(
+        13, ge=8, le=13, description="Words per n-gram (13, as GPT-3's decontamination)."
+    )
+    scope: Literal["user", "conversation"] = Field(
+        "user", description="Which text of a training row is searched for eval n-grams."
+    )
+    min_score: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Remove a row when it shares at least one n-gram with an eval prompt and "
+        "covers at least this share of that prompt's n-grams (0: any shared n-gram).",
+    )
+    config_tasks: bool = Field(
+        True, description="Use every eval task the config names (train.eval_tasks, eval.tasks)."
+    )
+    tasks: list[EvalTaskConfig] = Field(
+        default_factory=list,
+        description="More eval tasks to decontaminate against: registered names (e.g. "
+        "builtin-format) or task files.",
+    )
+    builtin_suite: bool = Field(
+        False,
+        description="Decontaminate against the built-in suite's evaluation splits (the seed of "
+        "the config's builtin:train source).",
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        description="Extra prompt files: .txt (one prompt per line) or JSON/JSONL/Parquet/CSV in "
+        "any eval or training format.",
+    )
+    boilerplate_min_prompts: int = Field(
+        10,
+        ge=2,
+        description="An n-gram found in at least this many distinct eval prompts (and in "
+        "boilerplate_share of them) is template boilerplate and never counts.",
+    )
+    boilerplate_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of all eval prompts an n-gram must also reach to be boilerplate.",
+    )
+    min_prompt_words: int = Field(
+        6,
+        ge=1,
+        description="An eval prompt shorter than `ngram` words is matched as a whole word "
+        "sequence if it has at least this many words (shorter ones are skipped and counted).",
+    )
+
+
+class CurateConfig(_Strict):
+    """Curation between reading and rendering: dedup, filters, decontamination (data.curate)."""
+
+    exact_dedup: ExactDedupConfig = Field(default_factory=ExactDedupConfig)
+    near_dedup: NearDedupConfig = Field(default_factory=NearDedupConfig)
+    filters: QualityFilterConfig = Field(default_factory=QualityFilterConfig)
+    decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    keep: Literal["quality", "longest_response", "first"] = Field(
+        "quality",
+        description="Which row of a duplicate group is kept: `quality` (fewest failed quality "
+        "checks, then the longest response, then the first seen), `longest_response` (then "
+        "first seen) or `first` (the first seen, in source and file order).",
+    )
+    num_proc: int = Field(
+        0, ge=0, description="Worker processes for signatures and n-grams; 0 picks automatically."
+    )
+    examples: int = Field(5, ge=0, description="Examples of removed rows per step in the report.")
+    output_dir: str | None = Field(
+        None, description="Where the curation report goes; default <output_dir>/curation."
+    )
+
+
 class DataConfig(_Strict):
     """Reading, rendering, masking, truncation and packing."""
 
@@ -219,6 +455,11 @@ class DataConfig(_Strict):
     )
     num_proc: int = Field(
         0, ge=0, description="Worker processes for rendering/tokenizing; 0 picks automatically."
+    )
+    curate: CurateConfig = Field(
+        default_factory=CurateConfig,
+        description="Dedup, quality filters and decontamination before rendering (default: "
+        "exact dedup only).",
     )
 
 

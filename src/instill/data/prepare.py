@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import math
 import multiprocessing as mp
 import os
 import random
@@ -28,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 from instill.atomic import atomic_directory
 from instill.config import Config, DataConfig, SourceConfig
 from instill.data.conversation import Conversation
+from instill.data.curate import CurationResult, EvalPrompt, curate
+from instill.data.curate.mix import composition, mix_source
+from instill.data.curate.report import write_report as write_curation_report
 from instill.data.formats import RowFormat, get_format, parse_row
 from instill.data.masking import Renderer, TokenizedExample
 from instill.data.packing import PackedRow, pack_examples
@@ -152,21 +154,6 @@ def _parse_rows(
         except RowError as e:
             e.row = raw.data
             yield e
-
-
-def apply_weight(items: list, weight: float, rng: random.Random) -> list:
-    """Repeat each item `floor(weight)` times and add a seeded sample for the fraction.
-
-    Items stay in source order (repeats adjacent), so the output is deterministic; training
-    shuffles per epoch.
-    """
-    whole = math.floor(weight)
-    frac = weight - whole
-    extra = set(rng.sample(range(len(items)), round(frac * len(items)))) if frac else set()
-    out = []
-    for i, item in enumerate(items):
-        out += [item] * (whole + (1 if i in extra else 0))
-    return out
 
 
 # --------------------------------------------------------------------------- encoding
@@ -320,7 +307,13 @@ def build_renderer(
     return Renderer(tokenizer, template, data.masking), added
 
 
-def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool = True) -> Prepared:
+def prepare(
+    config: Config,
+    tokenizer: PreTrainedTokenizerBase,
+    progress: bool = True,
+    *,
+    eval_prompts: Sequence[EvalPrompt] | None = None,
+) -> Prepared:
     """Run the whole data stage and write `<output_dir>/prepared/` plus its reports.
 
     Args:
@@ -328,6 +321,8 @@ def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool =
         tokenizer: the model's tokenizer (it gets modified: template tokens are added); load it
             with `instill.models.tokenizer_loading.load_tokenizer_for(config)`.
         progress: show a progress bar for large inputs.
+        eval_prompts: the prompts to decontaminate against when `data.curate.decontaminate` is
+            on, as plain text (`instill.eval.prompts.eval_prompts_for(config)` gathers them).
 
     Raises:
         InstillError: for bad input (see `read_conversations`), a template that cannot mask a
@@ -338,6 +333,7 @@ def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool =
     renderer, added = build_renderer(config, tokenizer)
     t0 = time.perf_counter()  # the pipeline's own time, without building the renderer
     read = read_conversations(data, exclude=out)
+    curated = curate_read(read, data, tokenizer, eval_prompts, progress)
     convs = read.conversations
     # Millions of small lists are created and kept: the cyclic GC would rescan them for nothing.
     gc_was_enabled = gc.isenabled()
@@ -350,7 +346,10 @@ def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool =
     finally:
         if gc_was_enabled:
             gc.enable()
-    rejected = list(read.rejected)
+    rejected = list(read.rejected) + [
+        Rejected(r.location, r.reason, r.message, row=r.row) for r in curated.removed
+    ]
+    mixture: list[int] = []
     examples: list[TokenizedExample] = []
     validation: list[TokenizedExample] = []
     problems: list[str] = []
@@ -374,7 +373,8 @@ def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool =
             validation += [e for i, e in enumerate(kept) if i in held]
             kept = [e for i, e in enumerate(kept) if i not in held]
             stats.rows_validation = len(held)
-        mixed = apply_weight(kept, src.weight, rng)
+        mixed = mix_source(kept, src.weight, src.max_examples, rng)
+        mixture.append(len(kept))
         stats.examples_after_mixing = len(mixed)
         examples += mixed
         if not kept and stats.rows_validation:
@@ -402,6 +402,7 @@ def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool =
     stats["validation_examples"] = len(validation)
     stats["seconds"] = round(time.perf_counter() - t0, 3)
     stats["rows_per_second"] = round(stats["rows_read"] / max(stats["seconds"], 1e-9), 1)
+    stats["curation"] = curation_summary(curated, data, read, mixture, out)
     write_reports(out, config, rejected, stats)
     if problems:
         raise InstillError("\n".join(problems))
@@ -411,6 +412,72 @@ def prepare(config: Config, tokenizer: PreTrainedTokenizerBase, progress: bool =
         val_rows = pack_examples(validation, data.max_length) if data.packing else None
         write_dataset(out / "prepared_val", validation, val_rows)
     return Prepared(out, stats, examples, rejected, renderer, validation)
+
+
+def curate_read(
+    read: ReadResult,
+    data: DataConfig,
+    tokenizer: PreTrainedTokenizerBase | None,
+    eval_prompts: Sequence[EvalPrompt] | None,
+    progress: bool,
+) -> CurationResult:
+    """Run `data.curate` over the rows read, in place: `read.per_source` keeps what survives."""
+    count_tokens = None
+    if tokenizer is not None and data.curate.filters.length_unit == "tokenizer":
+
+        def count_tokens(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    result = curate(
+        read.per_source,
+        data.curate,
+        source_names=[s.name for s in read.sources],
+        rows_read=[s.rows_read for s in read.sources],
+        eval_prompts=eval_prompts,
+        count_tokens=count_tokens,
+        progress=progress,
+    )
+    read.per_source = result.per_source
+    return result
+
+
+def curation_summary(
+    curated: CurationResult, data: DataConfig, read: ReadResult, kept: list[int], out: Path
+) -> dict:
+    """Add the mixture to the curation report, write it, and return what stats.json shows."""
+    names = [s.name for s in read.sources]
+    examples = [s.examples_after_mixing for s in read.sources][: len(kept)]
+    if len(kept) == len(data.sources):
+        curated.stats["mixture"] = composition(
+            names,
+            kept,
+            [s.weight for s in data.sources],
+            [s.max_examples for s in data.sources],
+            examples,
+        )
+    report_dir = Path(data.curate.output_dir) if data.curate.output_dir else out / "curation"
+    paths = write_curation_report(report_dir, curated)
+    stats = curated.stats
+    return {
+        "funnel": stats["funnel"]["total"],
+        "removed_by_step": stats["removed_by_step"],
+        "removed_by_reason": stats["removed_by_reason"],
+        "decontaminate": {
+            k: stats["decontaminate"][k]
+            for k in (
+                "prompts",
+                "tasks",
+                "rows_checked",
+                "ngram",
+                "min_score",
+                "kept_below_min_score",
+                "max_score_kept",
+            )
+        }
+        if "decontaminate" in stats
+        else None,
+        "report": str(paths["md"]),
+    }
 
 
 @contextlib.contextmanager

@@ -95,14 +95,11 @@ def load_bundle(
             merge rounds to `dtype`, so pass False (or fp32) for exact unmerged inference.
         device: where to put the model (default: CUDA if available, else CPU).
     """
-    from transformers import AutoTokenizer
-
     from instill.models.load import (
         detect_compute_dtype,
         load_model,
         resize_embeddings_for_tokenizer,
     )
-    from instill.models.tokenizer_loading import load_tokenizer
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or detect_compute_dtype(device)
@@ -114,14 +111,8 @@ def load_bundle(
         raise InstillError(f"{adapter_dir}: not a LoRA adapter dir (no adapter_config.json)")
     tok_dir = adapter_dir if adapter_dir is not None else p
     base_path = str(p) if p is not None else _adapter_base(adapter_dir)
-    info = read_info(tok_dir) if tok_dir is not None else {}
-    if tok_dir is not None and (tok_dir / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-        tpl = get_template("tokenizer", tokenizer, info.get("end_of_turn"))
-    else:
-        tokenizer = load_tokenizer(base_path)
-        tpl = get_template(template, tokenizer)
-    prepare_tokenizer(tokenizer, tpl)
+    renderer, info = _renderer(tok_dir, base_path, template)
+    tokenizer, tpl = renderer.tokenizer, renderer.template
     model = load_model(base_path, dtype=dtype, vocab_size=len(tokenizer))
     resize_embeddings_for_tokenizer(model, tokenizer)
     if adapter_dir is not None:
@@ -136,10 +127,49 @@ def load_bundle(
     return Bundle(
         name=name or (str(adapter_dir) if adapter_dir is not None else str(path)),
         model=model,
-        renderer=Renderer(tokenizer, tpl),
+        renderer=renderer,
         stop_ids=stop_token_ids(tokenizer, tpl),
         info=info,
     )
+
+
+def load_renderer(path: str, template: str = "auto") -> tuple[Renderer, list[int]]:
+    """The renderer and stop ids of a base model or a full `final/` dir, without its weights."""
+    p = Path(path)
+    renderer, _ = _renderer(p if p.is_dir() else None, path, template)
+    return renderer, stop_token_ids(renderer.tokenizer, renderer.template)
+
+
+def load_adapter_renderer(adapter_dir: str | Path) -> tuple[Renderer, list[int], str]:
+    """The renderer, stop ids and base model of a LoRA adapter dir, without loading weights.
+
+    For serving several adapters on one base: the base is loaded once and each adapter brings
+    the tokenizer and template it was trained with.
+    """
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise InstillError(f"{adapter_dir}: not a LoRA adapter dir (no adapter_config.json)")
+    base_path = _adapter_base(adapter_dir)
+    renderer, _ = _renderer(adapter_dir, base_path, "auto")
+    return renderer, stop_token_ids(renderer.tokenizer, renderer.template), base_path
+
+
+def _renderer(tok_dir: Path | None, base_path: str, template: str) -> tuple[Renderer, dict]:
+    """The renderer of a model: the instill tokenizer saved in `tok_dir` (with its exact training
+    template), else the base's tokenizer with the built-in template `template` names."""
+    from transformers import AutoTokenizer
+
+    from instill.models.tokenizer_loading import load_tokenizer
+
+    info = read_info(tok_dir) if tok_dir is not None else {}
+    if tok_dir is not None and (tok_dir / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tpl = get_template("tokenizer", tokenizer, info.get("end_of_turn"))
+    else:
+        tokenizer = load_tokenizer(base_path)
+        tpl = get_template(template, tokenizer)
+    prepare_tokenizer(tokenizer, tpl)
+    return Renderer(tokenizer, tpl), info
 
 
 def save_bundle(

@@ -76,6 +76,8 @@ def run_quickstart(config: Config, log=print) -> dict:
 
     log("[2/3] tuning")
     result = train(config)
+    curation = json.loads((out / "stats.json").read_text()).get("curation")
+    log(curation_line(curation))
 
     log("[3/3] evaluating the tuned model")
     tuned = load_bundle(str(result.final_dir), name="tuned")
@@ -93,9 +95,37 @@ def run_quickstart(config: Config, log=print) -> dict:
     comparison["prompts"] = {k: v for k, v in counts.items() if k != "train"}
     comparison["training_rows"] = counts["train"]
     comparison["seconds"] = round(time.perf_counter() - started, 1)
+    comparison["curation"] = curation
     paths = write_report(out / "report", records, comparison)
     comparison["paths"] = {k: str(v) for k, v in paths.items()}
+    keys = ("prompts", "training_rows", "seconds", "curation")
     (out / "report" / "quickstart.json").write_text(
-        json.dumps({k: comparison[k] for k in ("prompts", "training_rows", "seconds")}, indent=2)
+        json.dumps({k: comparison[k] for k in keys}, indent=2)
     )
     return comparison
+
+
+def curation_line(curation: dict | None) -> str:
+    """What curation did to the training split: rows removed and the decontamination verdict."""
+    if not curation:
+        return "curation: off"
+    removed = curation["removed_by_step"]
+    dc = curation.get("decontaminate")
+    text = (
+        f"curation of the training split: {curation['funnel']['valid']} rows, "
+        f"{removed['exact_dedup']} exact duplicates removed"
+    )
+    if dc:
+        text += (
+            f"; decontaminated against {dc['prompts']} prompts of the evaluation splits "
+            f"({dc['ngram']}-grams, a row is removed when it holds >= {dc['min_score']:.0%} of "
+            f"a prompt's n-grams): {removed['decontaminate']} rows removed"
+        )
+        if removed["decontaminate"] == 0:
+            text += " (the splits are disjoint by construction)"
+        if dc["kept_below_min_score"]:
+            text += (
+                f"; {dc['kept_below_min_score']} rows share some context n-grams with an eval "
+                f"prompt (at most {dc['max_score_kept']:.0%} of it) and are kept"
+            )
+    return text + f"; report: {curation['report']}"

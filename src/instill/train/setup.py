@@ -160,7 +160,12 @@ def prepare_data(config: Config, accelerator: Accelerator, resume: bool) -> tupl
 
     out = Path(config.output_dir)
     if accelerator.is_main_process and not (resume and (out / "prepared").is_dir()):
-        prepare(config, load_tokenizer_for(config), progress=True)
+        from instill.eval.prompts import eval_prompts_for
+
+        data = config.require_data("train")
+        # Decontamination gets the eval tasks' prompts as plain text (data never imports eval).
+        prompts = eval_prompts_for(config) if data.curate.decontaminate.enabled else None
+        prepare(config, load_tokenizer_for(config), progress=True, eval_prompts=prompts)
     accelerator.wait_for_everyone()
     datasets.disable_progress_bars()
     tokenizer = AutoTokenizer.from_pretrained(str(out / "tokenizer"))

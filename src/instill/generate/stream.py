@@ -1,0 +1,364 @@
+"""Step-wise decoding: a batch of requests answered together, one token per step, streamed.
+
+`Generator` (engine.py) hands a whole batch to `model.generate` and gets every answer at the end.
+Chat and serving need each token as it comes, per-request limits and stop strings, so this engine
+owns the decoding loop instead:
+
+* **One prefill, then one token per step**, with the model's KV cache (`past_key_values`). The
+  batch is left-padded and positions are `cumsum(mask) - 1`, exactly as `generate` builds them,
+  so a greedy answer here equals `Generator`'s (a test checks it token for token). The prefill
+  asks the model for the last position's logits only (`logits_to_keep=1`): with Gemma's 262k
+  vocabulary, logits for every prompt position cost more than the forward itself.
+* **Rows leave the batch when they finish** (`Cache.batch_select_indices`), so a long answer does
+  not make the short ones' rows keep computing. Each request has its own budget, stop ids (added
+  to the engine's end-of-turn / EOS ids), stop strings, temperature, top-p and seed: sampling
+  draws from a per-request `torch.Generator`, so a seeded answer does not depend on what else is
+  in the batch.
+* **Text is released only when it is safe** (`TextStream`): bytes of a character split across
+  tokens are held until the character is complete (no U+FFFD in a stream), and text that could be
+  the start of a stop string is held until it is known not to be one; a stop string matched
+  across token boundaries is cut from the answer.
+
+Requests in one batch share the model's weights: the caller picks the adapter for the whole
+batch (`use_adapter`; by default the model runs as it was loaded). Mixed-adapter batches are not
+formed; see server.py for why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from instill.generate.engine import contiguous_lm_head_input
+
+FINISH_REASONS = ("stop", "length", "cancelled")
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """One prompt to answer and how.
+
+    Attributes:
+        prompt_ids: the rendered prompt (`Renderer.encode_prompt`).
+        max_new_tokens: the budget of generated tokens (>= 1).
+        temperature: 0 decodes greedily; above 0 samples.
+        top_p: nucleus sampling mass (1.0 keeps every token).
+        seed: the sampling seed (None: a random one).
+        stop_ids: token ids that end this answer, on top of the engine's.
+        stop_strings: strings that end the answer; cut from the text.
+        cancelled: polled every step; True ends the answer (a client that went away).
+    """
+
+    prompt_ids: Sequence[int]
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+    cancelled: Callable[[], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prompt_ids:
+            raise ValueError("a decode request needs at least one prompt token")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Delta:
+    """What one step produced for one request."""
+
+    index: int  # the request's position in the batch given to `stream`
+    text: str  # text released by this step (may be empty)
+    token_id: int | None  # the token chosen this step (None when cancelled)
+    finish_reason: str | None = None  # `stop`, `length` or `cancelled` once finished
+
+
+@dataclass
+class Completion:
+    """A finished answer."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)  # the end-of-turn id included if it came
+    finish_reason: str = "length"
+    prompt_tokens: int = 0
+
+    @property
+    def stopped(self) -> bool:
+        """The answer ended by itself (a stop id or stop string), not by the budget."""
+        return self.finish_reason == "stop"
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+class TextStream:
+    """Incremental detokenisation with stop strings.
+
+    Decoding every token alone breaks characters that span tokens and drops the spaces some
+    tokenizers attach to the following token, so text is decoded over a window that starts one
+    release back (`prefix`) and only the part after the window's known text is new; a window
+    ending in U+FFFD waits for the next token.
+    """
+
+    def __init__(self, tokenizer, stop_strings: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""  # decoded so far (cut at a stop string once one matched)
+        self.stop_strings = tuple(s for s in stop_strings if s)
+        self.matched_stop = False
+        self._prefix = 0  # window start (token index)
+        self._read = 0  # tokens whose text is in `self.text`
+        self._sent = 0  # characters of `self.text` released
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        """Add a generated token; return the text that became safe to show."""
+        self.ids.append(token_id)
+        known = self._decode(self.ids[self._prefix : self._read])
+        window = self._decode(self.ids[self._prefix :])
+        if len(window) > len(known) and not window.endswith("\ufffd"):
+            self.text += window[len(known) :]
+            self._prefix, self._read = self._read, len(self.ids)
+        return self._release(final=False)
+
+    def finish(self) -> str:
+        """The answer ended: decode what was held back and release the rest."""
+        if self._read < len(self.ids):  # an incomplete character at the very end
+            known = self._decode(self.ids[self._prefix : self._read])
+            self.text += self._decode(self.ids[self._prefix :])[len(known) :]
+            self._read = len(self.ids)
+        return self._release(final=True)
+
+    def _release(self, final: bool) -> str:
+        if self.matched_stop:
+            return ""
+        if self.stop_strings:
+            # A match cannot start in released text: text that might begin one is held.
+            hits = [p for s in self.stop_strings if (p := self.text.find(s, self._sent)) >= 0]
+            if hits:
+                self.text = self.text[: min(hits)]
+                self.matched_stop = final = True
+        end = len(self.text) if final else len(self.text) - self._held_suffix()
+        out = self.text[self._sent : end]
+        self._sent = max(self._sent, end)
+        return out
+
+    def _held_suffix(self) -> int:
+        """Length of the longest unreleased suffix that is a proper prefix of a stop string."""
+        longest = max((len(s) for s in self.stop_strings), default=1) - 1
+        for k in range(min(longest, len(self.text) - self._sent), 0, -1):
+            tail = self.text[-k:]
+            if any(s.startswith(tail) for s in self.stop_strings):
+                return k
+        return 0
+
+
+NO_ADAPTER = ""  # `use_adapter` / `stream`: the base model with every adapter switched off
+
+
+@contextmanager
+def use_adapter(model, adapter: str | None) -> Iterator[None]:
+    """Run with PEFT adapter `adapter` active, with none (`NO_ADAPTER`: the base), or with the
+    model as it was loaded (None)."""
+    if adapter is None:
+        yield
+        return
+    if not hasattr(model, "peft_config"):
+        if adapter != NO_ADAPTER:
+            raise ValueError(f"adapter {adapter!r} requested but the model has no adapters")
+        yield
+        return
+    if adapter == NO_ADAPTER:
+        with model.disable_adapter():
+            yield
+        return
+    if adapter not in model.peft_config:
+        raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(model.peft_config)}")
+    model.set_adapter(adapter)
+    yield
+
+
+class DecodeEngine:
+    """Answers batches of `DecodeRequest`s step by step.
+
+    Args:
+        model: a causal LM (plain or PEFT), in eval mode.
+        tokenizer: its tokenizer (for detokenisation and the pad id).
+        stop_ids: ids that end every answer (the template's end-of-turn, the EOS).
+    """
+
+    def __init__(self, model, tokenizer, stop_ids: Sequence[int]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop_ids = tuple(dict.fromkeys(stop_ids))
+        if not self.stop_ids:
+            raise ValueError("decoding needs at least one stop token id")
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.stop_ids[0]
+
+    def _cache_keyword(self) -> str:
+        """The forward argument that takes the KV cache: `cache` in recent transformers (which
+        deprecates `past_key_values`), `past_key_values` before."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        params = inspect.signature(base.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def for_bundle(cls, bundle) -> DecodeEngine:
+        """The engine of an inference bundle (`instill.models.bundle.Bundle`)."""
+        return cls(bundle.model, bundle.tokenizer, bundle.stop_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def run(
+        self, requests: Sequence[DecodeRequest], adapter: str | None = None
+    ) -> list[Completion]:
+        """Answer every request (in input order) and return the finished answers."""
+        texts = [""] * len(requests)
+        ids: list[list[int]] = [[] for _ in requests]
+        reasons = ["length"] * len(requests)
+        for deltas in self.stream(requests, adapter):
+            for d in deltas:
+                texts[d.index] += d.text
+                if d.token_id is not None:
+                    ids[d.index].append(d.token_id)
+                if d.finish_reason is not None:
+                    reasons[d.index] = d.finish_reason
+        return [
+            Completion(t, i, f, len(r.prompt_ids))
+            for t, i, f, r in zip(texts, ids, reasons, requests, strict=True)
+        ]
+
+    @torch.no_grad()
+    def stream(
+        self, requests: Sequence[DecodeRequest], adapter: str | None = None
+    ) -> Iterator[list[Delta]]:
+        """Decode the batch; yield each step's deltas (one per request still running).
+
+        Every request gets exactly one delta with a `finish_reason`, its last.
+        """
+        if not requests:
+            return
+        with use_adapter(self.model, adapter), contiguous_lm_head_input(self.model):
+            yield from self._stream(list(requests))
+
+    def _stream(self, requests: list[DecodeRequest]) -> Iterator[list[Delta]]:
+        device = self.device
+        prompts = [list(r.prompt_ids) for r in requests]
+        longest = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), longest), dtype=torch.long)
+        for b, p in enumerate(prompts):  # left padding: answers start at the same column
+            ids[b, longest - len(p) :] = torch.tensor(p)
+            mask[b, longest - len(p) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as `generate` builds them
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache_keyword = self._cache_keyword()
+        cache = _cache_of(out)
+        logits = out.logits[:, -1, :].float()  # [live, vocab]
+        last_pos = positions[:, -1]  # [live]
+        streams = [TextStream(self.tokenizer, r.stop_strings) for r in requests]
+        stops = [set(self.stop_ids) | set(r.stop_ids) for r in requests]
+        counts = [0] * len(requests)
+        generators = [self._generator(r, device) for r in requests]
+        live = list(range(len(requests)))  # batch row -> request index
+        while True:
+            tokens = self._choose(
+                logits, [requests[i] for i in live], [generators[i] for i in live]
+            )
+            deltas, keep = [], []
+            for row, i in enumerate(live):
+                r, token = requests[i], tokens[row]
+                if r.cancelled is not None and r.cancelled():
+                    deltas.append(Delta(i, "", None, "cancelled"))
+                    continue
+                counts[i] += 1
+                if token in stops[i]:
+                    deltas.append(Delta(i, streams[i].finish(), token, "stop"))
+                    continue
+                text = streams[i].push(token)
+                reason = None
+                if streams[i].matched_stop:
+                    reason = "stop"
+                elif counts[i] >= r.max_new_tokens:
+                    reason = "length"
+                    text += streams[i].finish()
+                deltas.append(Delta(i, text, token, reason))
+                if reason is None:
+                    keep.append(row)
+            yield deltas
+            if not keep:
+                return
+            if len(keep) < len(live):  # finished rows leave the batch and the cache
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, last_pos = mask[index], last_pos[index]
+                live = [live[row] for row in keep]
+                tokens = [tokens[row] for row in keep]
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(
+                input_ids=torch.tensor(tokens, device=device)[:, None],
+                attention_mask=mask,
+                position_ids=last_pos[:, None],
+                use_cache=True,
+                **{cache_keyword: cache},
+            )
+            cache = _cache_of(out)
+            logits = out.logits[:, -1, :].float()
+
+    @staticmethod
+    def _generator(request: DecodeRequest, device: torch.device) -> torch.Generator | None:
+        if request.temperature == 0:
+            return None
+        seed = request.seed if request.seed is not None else random.getrandbits(63)
+        return torch.Generator(device=device).manual_seed(seed)
+
+    @staticmethod
+    def _choose(
+        logits: torch.Tensor,
+        requests: list[DecodeRequest],
+        generators: list[torch.Generator | None],
+    ) -> list[int]:
+        """The next token of each row: argmax for greedy rows, a seeded draw for the others."""
+        chosen = logits.argmax(dim=-1).tolist()  # [live]
+        for row, (r, gen) in enumerate(zip(requests, generators, strict=True)):
+            if gen is None:
+                continue
+            probs = torch.softmax(logits[row] / r.temperature, dim=-1)  # [vocab]
+            if r.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                # Keep the smallest prefix whose mass reaches top_p (at least one token).
+                outside = sorted_probs.cumsum(0) - sorted_probs >= r.top_p
+                sorted_probs[outside] = 0.0
+                probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+            chosen[row] = int(torch.multinomial(probs, 1, generator=gen))
+        return chosen
+
+
+def _cache_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values

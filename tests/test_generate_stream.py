@@ -1,0 +1,138 @@
+"""The step-wise decoding engine: equal to `Generator`, streaming, stop strings, UTF-8, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from instill.data.conversation import Message
+from instill.generate.engine import Generator, SamplingConfig
+from instill.generate.stream import DecodeEngine, DecodeRequest, TextStream
+from instill.models.bundle import load_bundle
+
+PROMPTS = [
+    "Hello! How can I help you today?",
+    "List three colors.",
+    "What is 12 plus 30? The answer is",
+    "Sort these numbers: 5, 3, 9, 1. Extract the dates from the text and return them as JSON.",
+    "Yes.",
+]
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return load_bundle("tiny-random-qwen", name="tiny", dtype=torch.float32)
+
+
+def _conversations():
+    return [[Message("user", p)] for p in PROMPTS]
+
+
+def test_greedy_answers_equal_the_batch_generator(bundle):
+    convs = _conversations()
+    expected = Generator.for_bundle(bundle).generate(
+        convs, SamplingConfig(max_new_tokens=12, batch_size=8)
+    )
+    engine = DecodeEngine.for_bundle(bundle)
+    prompts = [bundle.renderer.encode_prompt(c) for c in convs]
+    got = engine.run([DecodeRequest(p, max_new_tokens=12) for p in prompts])
+    for e, g in zip(expected, got, strict=True):
+        assert g.token_ids == e.token_ids
+        assert g.text == e.text
+        assert g.stopped == e.stopped
+        assert g.prompt_tokens == e.prompt_tokens
+    # Alone or in a batch, the same answer (rows leave the batch as they finish).
+    alone = [engine.run([DecodeRequest(p, max_new_tokens=12)])[0] for p in prompts]
+    assert [a.token_ids for a in alone] == [g.token_ids for g in got]
+
+
+def test_streamed_text_concatenates_to_the_answer_and_each_request_finishes_once(bundle):
+    engine = DecodeEngine.for_bundle(bundle)
+    prompts = [bundle.renderer.encode_prompt(c) for c in _conversations()[:3]]
+    requests = [
+        DecodeRequest(p, max_new_tokens=n) for p, n in zip(prompts, (3, 7, 10), strict=True)
+    ]
+    texts, finishes, steps = ["", "", ""], [0, 0, 0], 0
+    for deltas in engine.stream(requests):
+        steps += 1
+        for d in deltas:
+            texts[d.index] += d.text
+            finishes[d.index] += d.finish_reason is not None
+    assert finishes == [1, 1, 1]
+    assert steps <= 10
+    final = engine.run(requests)
+    assert texts == [c.text for c in final]
+    assert [c.completion_tokens <= n for c, n in zip(final, (3, 7, 10), strict=True)] == [True] * 3
+
+
+def test_a_request_stop_id_ends_the_answer_at_that_token(bundle):
+    engine = DecodeEngine.for_bundle(bundle)
+    prompt = bundle.renderer.encode_prompt(_conversations()[0])
+    free = engine.run([DecodeRequest(prompt, max_new_tokens=8)])[0]
+    assert free.finish_reason == "length"  # random weights never emit the end-of-turn token
+    third = free.token_ids[2]
+    cut = engine.run([DecodeRequest(prompt, max_new_tokens=8, stop_ids=(third,))])[0]
+    assert cut.finish_reason == "stop"
+    assert cut.token_ids == free.token_ids[: free.token_ids.index(third) + 1]
+
+
+def test_sampling_is_seeded_and_independent_of_the_rest_of_the_batch(bundle):
+    engine = DecodeEngine.for_bundle(bundle)
+    prompts = [bundle.renderer.encode_prompt(c) for c in _conversations()]
+    req = DecodeRequest(prompts[0], max_new_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+    alone = engine.run([req])[0]
+    again = engine.run([req])[0]
+    crowd = engine.run([req] + [DecodeRequest(p, max_new_tokens=10) for p in prompts[1:]])[0]
+    other = engine.run([DecodeRequest(prompts[0], max_new_tokens=10, temperature=1.0, seed=8)])[0]
+    assert alone.token_ids == again.token_ids == crowd.token_ids
+    assert other.token_ids != alone.token_ids
+
+
+class CharTokenizer:
+    """Each id is one byte of UTF-8; decode replaces incomplete bytes with U+FFFD, like HF."""
+
+    pad_token_id = 0
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def _stream_all(stream: TextStream, text: str) -> list[str]:
+    out = [stream.push(b) for b in text.encode()]
+    out.append(stream.finish())
+    return out
+
+
+def test_text_stream_never_breaks_a_multibyte_character():
+    text = "naïve café — 日本語 🙂!"
+    pieces = _stream_all(TextStream(CharTokenizer()), text)
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.parametrize(
+    ("text", "stops", "expected"),
+    [
+        ("The answer is 42.\nUser: more", ("\nUser:",), "The answer is 42."),
+        ("abcSTOPdef", ("STOP", "cS"), "ab"),  # the earliest match wins
+        ("no stop here", ("STOPS",), "no stop here"),
+        ("ends with ST", ("STOP",), "ends with ST"),  # a held prefix is released at the end
+        ("日本語です", ("本語",), "日"),  # a stop string across multi-byte tokens
+    ],
+)
+def test_stop_strings_match_across_tokens_and_are_cut(text, stops, expected):
+    stream = TextStream(CharTokenizer(), stops)
+    pieces = _stream_all(stream, text)
+    assert "".join(pieces) == expected
+    assert stream.matched_stop == (expected != text)
+    for p in pieces:  # no released piece ever contained the start of a stop string's match
+        assert not any(s in p for s in stops)
+
+
+def test_requests_are_validated():
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        DecodeRequest([1], max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        DecodeRequest([1], top_p=0)
+    with pytest.raises(ValueError, match="prompt token"):
+        DecodeRequest([])
