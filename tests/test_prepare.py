@@ -283,3 +283,16 @@ def test_rows_that_cannot_be_parsed_keep_their_text_in_rejected_jsonl(tmp_path):
         ("d.jsonl:line 5", "[1,", False),
         ("d.csv:line 3", '"multi\nline",A2,extra', False),
     ]
+
+
+def test_cli_errors_are_not_wrapped_whatever_the_path_length(tmp_path, capsys):
+    deep = tmp_path / ("a-rather-long-directory-name-" * 4) / "nested"
+    deep.mkdir(parents=True)
+    path = deep / "d.jsonl"
+    path.write_text(json.dumps({"instruction": "Q", "output": 3}) + "\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(base_config([{"path": str(path)}], tmp_path)))
+    assert main(["prepare", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    # The whole location and message on one line, as written (no wrapping at the console width).
+    assert f"error: {path}:line 1: field 'output': expected a string, got int 3" in err

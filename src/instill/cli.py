@@ -52,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except InstillError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        # One unwrapped line per message: a log keeps it whole (grep finds it), whatever the
+        # console width or the length of the paths in it; a terminal wraps it for display.
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
