@@ -136,3 +136,41 @@ def test_requests_are_validated():
         DecodeRequest([1], top_p=0)
     with pytest.raises(ValueError, match="prompt token"):
         DecodeRequest([])
+
+
+@pytest.mark.parametrize("model", ["tiny-random-qwen", "tiny-random-gemma", "tiny-random-llama"])
+def test_a_request_that_joins_a_running_batch_gets_its_offline_answer(model):
+    """Continuous batching: requests admitted mid-way (prefilled alone, their KV cache merged
+    into the batch's, shorter and longer than it) answer exactly as they do alone, greedy, and so
+    do the rows already running. The long prompt passes tiny Gemma's 64-token sliding window."""
+    b = load_bundle(model, name="tiny", dtype=torch.float32)
+    engine = DecodeEngine.for_bundle(b)
+    long_text = " ".join(PROMPTS * 3)
+    prompts = [b.renderer.encode_prompt([Message("user", t)]) for t in (*PROMPTS, long_text)]
+    assert len(prompts[-1]) > 70
+    budgets = [20, 6, 14, 9, 16, 12]
+    requests = [DecodeRequest(p, max_new_tokens=n) for p, n in zip(prompts, budgets, strict=True)]
+    alone = [engine.run([r])[0].token_ids for r in requests]
+    # Steps 0: rows 0, 1 | 2: the long prompt joins (more columns than the batch) | 4: two
+    # short ones | after row 1 finished: the last one | later: none.
+    plan = {2: [requests[5]], 4: [requests[2], requests[3]], 8: [requests[4]]}
+    order = [0, 1, 5, 2, 3, 4]  # request behind each stream index
+    step, admitted = 0, []
+
+    def admit(running: int) -> list[DecodeRequest]:
+        nonlocal step
+        step += 1
+        admitted.append(running)
+        return plan.get(step, [])
+
+    got: dict[int, list[int]] = {}
+    finished = []
+    for deltas in engine.stream(requests[:2], admit=admit):
+        for d in deltas:
+            got.setdefault(d.index, []).append(d.token_id)
+            if d.finish_reason is not None:
+                finished.append(d.index)
+    assert sorted(finished) == list(range(6))
+    for index, r in enumerate(order):
+        assert got[index] == alone[r], (model, index)
+    assert max(admitted) >= 4  # several rows were running together

@@ -24,8 +24,8 @@ from instill.errors import InstillError
 if TYPE_CHECKING:
     from instill.config import Config, EvalConfig
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # unwrapped lines: logs keep paths and messages whole
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _quiet_third_party() -> None:

@@ -11,9 +11,11 @@ imports it only for `instill serve`):
 * **A scheduler thread batches requests.** Handlers validate and render, then queue a job (one
   row per choice of `n`); the scheduler takes the oldest job's adapter, gathers every waiting
   job for that adapter up to `max_batch` rows, and decodes them together with the step-wise
-  engine (stream.py), handing each token to its request's asyncio queue. Requests arriving
-  during a batch wait for the next one (no continuous batching: merging KV caches of different
-  lengths is future work).
+  engine (stream.py), handing each token to its request's asyncio queue. **Continuous
+  batching:** a request arriving while a batch decodes joins it at the next step (prefilled
+  alone, its KV cache merged into the batch's; see `DecodeEngine.stream`) when it is for the
+  batch's adapter, fits in `max_batch` and no older request for another adapter waits; models
+  whose cache cannot be merged run in waves.
 * **Mixed adapters are never in one batch.** PEFT activates one adapter for the whole model, so a
   batch of rows for different adapters would need per-row LoRA weights (PEFT's `adapter_names`
   mixed-batch path splits the batch per adapter inside every LoRA layer, which is no faster than
@@ -32,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hmac
 import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -188,6 +192,10 @@ class ModelPool:
         self.model = bundle.model
         self.base_name = name or bundle.name
         self.lock = threading.Lock()  # held while decoding and while (un)loading adapters
+        # (Un)loads waiting for the lock: a running batch admits no new rows meanwhile, so it
+        # drains and the admin call is not starved by continuous batching.
+        self.admin_waiting = 0
+        self._waiting_lock = threading.Lock()
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         extra = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
         stops = tuple(dict.fromkeys([*bundle.stop_ids, *extra]))
@@ -195,6 +203,21 @@ class ModelPool:
         self.models: dict[str, ServedModel] = {
             self.base_name: ServedModel(self.base_name, bundle.renderer, stops, NO_ADAPTER)
         }
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold `lock` for an adapter (un)load; running batches stop admitting rows meanwhile."""
+        with self._waiting_lock:
+            self.admin_waiting += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self.admin_waiting -= 1
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     def get(self, name: str) -> ServedModel:
         served = self.models.get(name)
@@ -227,7 +250,7 @@ class ModelPool:
                 f"{base_vocab}: it was trained with added tokens, serve its merged model instead",
                 param="path",
             )
-        with self.lock:
+        with self._exclusive():
             try:
                 if hasattr(self.model, "peft_config"):
                     self.model.load_adapter(path, adapter_name=name)
@@ -246,7 +269,7 @@ class ModelPool:
         served = self.get(name)
         if served.adapter == NO_ADAPTER:
             raise APIError(400, "the base model cannot be unloaded", param="name")
-        with self.lock:
+        with self._exclusive():
             del self.models[name]
             self.model.delete_adapter(name)
 
@@ -324,6 +347,32 @@ class Scheduler:
                     self._pending.remove(job)
             return batch
 
+    def _admit(self, adapter: str, running: int, batch: list[Job]) -> list[Job]:
+        """Continuous batching: the waiting jobs that join the running batch at this step.
+
+        Jobs are taken in arrival order while they are for the batch's adapter and fit in
+        `max_batch`; the first job for another adapter stops admission, so the batch drains and
+        that adapter's turn comes (none starves)."""
+        joined, room = [], self.settings.max_batch - running
+        if self.pool.admin_waiting:  # an adapter (un)load waits for the batch to drain
+            return joined
+        with self._cv:
+            for job in list(self._pending):
+                if job.cancelled.is_set():  # its client left before it started
+                    self._pending.remove(job)
+                    self.stats["cancelled"] += len(job.requests)
+                    job.emit(("done", None))
+                    continue
+                if job.served.adapter != adapter:
+                    break
+                if (running or joined) and len(job.requests) > room:
+                    break
+                self._pending.remove(job)
+                joined.append(job)
+                room -= len(job.requests)
+        batch.extend(joined)
+        return joined
+
     def _run(self) -> None:
         while True:
             batch = self._take()
@@ -333,25 +382,38 @@ class Scheduler:
                 continue
             rows = [(job, k) for job in batch for k in range(len(job.requests))]
             requests = [job.requests[k] for job, k in rows]
+            left = {id(job): len(job.requests) for job in batch}  # rows not finished, per job
             self.stats["running_rows"] = len(rows)
+            adapter = batch[0].served.adapter
+
+            def admit(running: int, batch=batch, rows=rows, left=left, adapter=adapter):
+                joined = self._admit(adapter, running, batch)
+                for job in joined:
+                    rows.extend((job, k) for k in range(len(job.requests)))
+                    left[id(job)] = len(job.requests)
+                    self.stats["running_rows"] += len(job.requests)
+                return [r for job in joined for r in job.requests]
+
             try:
                 with self.pool.lock:
-                    adapter = batch[0].served.adapter
                     if adapter != NO_ADAPTER and adapter not in self.pool.models:
                         raise APIError(404, f"model {adapter!r} was unloaded", param="model")
-                    for deltas in self.pool.engine.stream(requests, adapter):
+                    for deltas in self.pool.engine.stream(requests, adapter, admit=admit):
                         for d in deltas:
                             job, k = rows[d.index]
                             job.emit(("delta", k, d))
                             if d.finish_reason is not None:
                                 self.stats[d.finish_reason] += 1
                                 self.stats["running_rows"] -= 1
+                                left[id(job)] -= 1
+                                if not left[id(job)]:  # a finished job does not wait for the batch
+                                    job.emit(("done", None))
             except Exception as e:  # the requests fail, the server keeps serving
                 for job in batch:
-                    job.emit(("error", e))
+                    if left[id(job)]:
+                        job.emit(("error", e))
+                        job.emit(("done", None))
             self.stats["running_rows"] = 0
-            for job in batch:
-                job.emit(("done", None))
 
     @property
     def queued(self) -> int:

@@ -14,6 +14,13 @@ owns the decoding loop instead:
   to the engine's end-of-turn / EOS ids), stop strings, temperature, top-p and seed: sampling
   draws from a per-request `torch.Generator`, so a seeded answer does not depend on what else is
   in the batch.
+* **Rows join a running batch** (continuous batching, `stream(admit=...)`): at a step boundary
+  new requests are prefilled alone (left-padded among themselves) and their KV cache is merged
+  into the batch's (`merge_caches`: the side with fewer columns is left-padded, keys, values and
+  mask, so no row's positions or column distances change; Gemma's sliding-window layers keep
+  their last `window - 1` columns, padded the same way). A joined answer equals its offline one
+  (a test checks it on the tiny Qwen, Gemma and Llama). A cache of any other kind is not merged:
+  such a model decodes in waves.
 * **Text is released only when it is safe** (`TextStream`): bytes of a character split across
   tokens are held until the character is complete (no U+FFFD in a stream), and text that could be
   the start of a stop string is held until it is known not to be one; a stop string matched
@@ -78,7 +85,7 @@ class DecodeRequest:
 class Delta:
     """What one step produced for one request."""
 
-    index: int  # the request's position in the batch given to `stream`
+    index: int  # the request's position in the batch given to `stream`, then admitted ones
     text: str  # text released by this step (may be empty)
     token_id: int | None  # the token chosen this step (None when cancelled)
     finish_reason: str | None = None  # `stop`, `length` or `cancelled` once finished
@@ -247,20 +254,30 @@ class DecodeEngine:
 
     @torch.no_grad()
     def stream(
-        self, requests: Sequence[DecodeRequest], adapter: str | None = None
+        self,
+        requests: Sequence[DecodeRequest],
+        adapter: str | None = None,
+        admit: Callable[[int], Sequence[DecodeRequest]] | None = None,
     ) -> Iterator[list[Delta]]:
         """Decode the batch; yield each step's deltas (one per request still running).
 
         Every request gets exactly one delta with a `finish_reason`, its last.
+
+        `admit` (continuous batching): called at each step boundary with the number of rows
+        still running; the requests it returns join the batch (same adapter) and get indices
+        after every earlier request, in order. They are prefilled alone, then their KV cache is
+        merged into the batch's (`merge_caches`), so each answer stays the one it gets alone. For
+        a cache that cannot be merged (not a `DynamicCache` of full / sliding-window layers)
+        `admit` is never called: the batch runs to its end as one wave.
         """
         if not requests:
             return
         with use_adapter(self.model, adapter), contiguous_lm_head_input(self.model):
-            yield from self._stream(list(requests))
+            yield from self._stream(list(requests), admit)
 
-    def _stream(self, requests: list[DecodeRequest]) -> Iterator[list[Delta]]:
+    def _prefill(self, prompts: list[list[int]]):
+        """One forward over left-padded `prompts`: (cache, mask, last positions, last logits)."""
         device = self.device
-        prompts = [list(r.prompt_ids) for r in requests]
         longest = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), longest), dtype=torch.long)
@@ -276,10 +293,18 @@ class DecodeEngine:
             use_cache=True,
             logits_to_keep=1,
         )
+        return _cache_of(out), mask, positions[:, -1], out.logits[:, -1, :].float()
+
+    def _stream(
+        self,
+        requests: list[DecodeRequest],
+        admit: Callable[[int], Sequence[DecodeRequest]] | None = None,
+    ) -> Iterator[list[Delta]]:
+        device = self.device
+        cache, mask, last_pos, logits = self._prefill([list(r.prompt_ids) for r in requests])
         cache_keyword = self._cache_keyword()
-        cache = _cache_of(out)
-        logits = out.logits[:, -1, :].float()  # [live, vocab]
-        last_pos = positions[:, -1]  # [live]
+        if admit is not None and not mergeable(cache):
+            admit = None  # this model's cache cannot be merged: one wave
         streams = [TextStream(self.tokenizer, r.stop_strings) for r in requests]
         stops = [set(self.stop_ids) | set(r.stop_ids) for r in requests]
         counts = [0] * len(requests)
@@ -310,25 +335,46 @@ class DecodeEngine:
                 if reason is None:
                     keep.append(row)
             yield deltas
-            if not keep:
+            joining = list(admit(len(keep))) if admit is not None else []
+            if not keep and not joining:
                 return
-            if len(keep) < len(live):  # finished rows leave the batch and the cache
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, last_pos = mask[index], last_pos[index]
-                live = [live[row] for row in keep]
-                tokens = [tokens[row] for row in keep]
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-            last_pos = last_pos + 1
-            out = self.model(
-                input_ids=torch.tensor(tokens, device=device)[:, None],
-                attention_mask=mask,
-                position_ids=last_pos[:, None],
-                use_cache=True,
-                **{cache_keyword: cache},
-            )
-            cache = _cache_of(out)
-            logits = out.logits[:, -1, :].float()
+            if keep:
+                if len(keep) < len(live):  # finished rows leave the batch and the cache
+                    index = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(index)
+                    mask, last_pos = mask[index], last_pos[index]
+                    live = [live[row] for row in keep]
+                    tokens = [tokens[row] for row in keep]
+                mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+                last_pos = last_pos + 1
+                out = self.model(
+                    input_ids=torch.tensor(tokens, device=device)[:, None],
+                    attention_mask=mask,
+                    position_ids=last_pos[:, None],
+                    use_cache=True,
+                    **{cache_keyword: cache},
+                )
+                cache = _cache_of(out)
+                logits = out.logits[:, -1, :].float()
+            else:
+                live = []
+            if joining:  # prefilled alone, then merged into the running batch
+                new_cache, new_mask, new_pos, new_logits = self._prefill(
+                    [list(r.prompt_ids) for r in joining]
+                )
+                if live:
+                    mask = merge_caches(cache, mask, new_cache, new_mask)
+                    last_pos = torch.cat([last_pos, new_pos])
+                    logits = torch.cat([logits, new_logits])
+                else:
+                    cache, mask, last_pos, logits = new_cache, new_mask, new_pos, new_logits
+                first = len(requests)
+                requests.extend(joining)
+                streams += [TextStream(self.tokenizer, r.stop_strings) for r in joining]
+                stops += [set(self.stop_ids) | set(r.stop_ids) for r in joining]
+                counts += [0] * len(joining)
+                generators += [self._generator(r, device) for r in joining]
+                live += list(range(first, len(requests)))
 
     @staticmethod
     def _generator(request: DecodeRequest, device: torch.device) -> torch.Generator | None:
@@ -362,3 +408,46 @@ class DecodeEngine:
 def _cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
+
+
+def mergeable(cache) -> bool:
+    """`merge_caches` knows this cache: a `DynamicCache` of full or sliding-window layers."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    return (
+        type(cache) is DynamicCache
+        and bool(layers)
+        and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
+    )
+
+
+def merge_caches(cache, mask: torch.Tensor, other, other_mask: torch.Tensor) -> torch.Tensor:
+    """Append the rows of `other` (with its attention mask) to `cache` in place; return the
+    merged mask.
+
+    Both are right-aligned: the side with fewer columns is left-padded (zero keys and values,
+    mask 0), which changes no row's positions (`cumsum(mask) - 1`) nor any column distance
+    between its tokens. A sliding-window layer keeps the last `min(columns, window - 1)` columns
+    of its rows, so both sides' stored states are left-padded to the longer of the two and its
+    column count becomes the longer side's.
+    """
+    for layer, new in zip(cache.layers, other.layers, strict=True):
+        width = max(layer.keys.shape[-2], new.keys.shape[-2])
+        layer.keys = torch.cat([_pad_left(layer.keys, width), _pad_left(new.keys, width)])
+        layer.values = torch.cat([_pad_left(layer.values, width), _pad_left(new.values, width)])
+        if hasattr(layer, "cumulative_length"):
+            layer.cumulative_length = max(layer.cumulative_length, new.cumulative_length)
+    width = max(mask.shape[1], other_mask.shape[1])
+    return torch.cat([_pad_left(mask, width), _pad_left(other_mask, width)])
+
+
+def _pad_left(t: torch.Tensor, width: int) -> torch.Tensor:
+    """`t` left-padded with zeros along its sequence dim (-2 for KV states, -1 for a mask)."""
+    dim = -1 if t.dim() == 2 else -2
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
