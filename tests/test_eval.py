@@ -23,10 +23,12 @@ def tiny_lm():
 def test_batched_generation_equals_one_by_one(tiny_lm):
     gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
     convs = [[Message("user", "Count " * k)] for k in range(1, 8)]
-    batched = gen.generate(convs, SamplingConfig(max_new_tokens=10, batch_size=7))
     alone = [gen.generate([c], SamplingConfig(max_new_tokens=10, batch_size=1))[0] for c in convs]
-    assert [b.token_ids for b in batched] == [a.token_ids for a in alone]
-    assert [b.text for b in batched] == [a.text for a in alone]
+    # All at once, and 3 rows at a time (finished rows hand their place to the next prompt).
+    for batch_size in (7, 3):
+        batched = gen.generate(convs, SamplingConfig(max_new_tokens=10, batch_size=batch_size))
+        assert [b.token_ids for b in batched] == [a.token_ids for a in alone]
+        assert [b.text for b in batched] == [a.text for a in alone]
     assert all(len(b.token_ids) <= 10 for b in batched)
 
 
@@ -44,12 +46,12 @@ def test_the_lm_head_gets_contiguous_inputs_while_generating(tiny_lm):
     assert not head._forward_pre_hooks  # the hook is gone after generation
 
 
-def test_generation_reports_each_finished_batch(tiny_lm):
+def test_generation_reports_each_finished_answer(tiny_lm):
     gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
     convs = [[Message("user", "Count " * k)] for k in range(1, 8)]
     sizes = []
     gen.generate(convs, SamplingConfig(max_new_tokens=2, batch_size=3), on_batch=sizes.append)
-    assert sizes == [3, 3, 1]
+    assert sizes == [1] * 7
 
 
 def test_evaluate_progress_bar_counts_every_prompt(tiny_lm, capsys):
@@ -79,7 +81,7 @@ def test_stop_at_end_of_turn_is_recorded(tiny_lm):
     gen = Generator(tiny_lm.model, tiny_lm.renderer, tiny_lm.stop_ids)
     greedy = gen.generate([[Message("user", "Hi")]], SamplingConfig(max_new_tokens=6))[0]
     # Make the model's first greedy token a stop token: the answer must stop right there.
-    gen.stop_ids = [greedy.token_ids[0]]
+    gen = Generator(tiny_lm.model, tiny_lm.renderer, [greedy.token_ids[0]])
     stopped = gen.generate([[Message("user", "Hi")]], SamplingConfig(max_new_tokens=6))[0]
     assert stopped.stopped and stopped.token_ids == [greedy.token_ids[0]] and stopped.text == ""
 

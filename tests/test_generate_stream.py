@@ -1,4 +1,4 @@
-"""The step-wise decoding engine: equal to `Generator`, streaming, stop strings, UTF-8, seeds."""
+"""The step-wise decoding engine: equal to `generate`, streaming, stop strings, UTF-8, seeds."""
 
 from __future__ import annotations
 
@@ -28,22 +28,45 @@ def _conversations():
     return [[Message("user", p)] for p in PROMPTS]
 
 
-def test_greedy_answers_equal_the_batch_generator(bundle):
+def test_greedy_answers_equal_transformers_generate(bundle):
+    """The engine's loop (left padding, positions, cache) against `model.generate` itself."""
     convs = _conversations()
-    expected = Generator.for_bundle(bundle).generate(
-        convs, SamplingConfig(max_new_tokens=12, batch_size=8)
-    )
-    engine = DecodeEngine.for_bundle(bundle)
     prompts = [bundle.renderer.encode_prompt(c) for c in convs]
+    engine = DecodeEngine.for_bundle(bundle)
     got = engine.run([DecodeRequest(p, max_new_tokens=12) for p in prompts])
-    for e, g in zip(expected, got, strict=True):
-        assert g.token_ids == e.token_ids
-        assert g.text == e.text
-        assert g.stopped == e.stopped
-        assert g.prompt_tokens == e.prompt_tokens
+    longest = max(len(p) for p in prompts)
+    pad = engine.pad_id
+    ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        out = bundle.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=12,
+            do_sample=False,
+            eos_token_id=list(engine.stop_ids),
+            pad_token_id=pad,
+        )
+    for b, g in enumerate(got):
+        new = out[b, longest:].tolist()
+        stop = next((k for k, t in enumerate(new) if t in engine.stop_ids), None)
+        assert g.token_ids == (new if stop is None else new[: stop + 1])
+        assert g.stopped == (stop is not None) and g.prompt_tokens == len(prompts[b])
     # Alone or in a batch, the same answer (rows leave the batch as they finish).
     alone = [engine.run([DecodeRequest(p, max_new_tokens=12)])[0] for p in prompts]
     assert [a.token_ids for a in alone] == [g.token_ids for g in got]
+    # Two rows at a time: later prompts join as earlier ones finish; same answers, same order.
+    done = []
+    two = engine.run(
+        [DecodeRequest(p, max_new_tokens=12) for p in prompts],
+        max_batch=2,
+        on_done=lambda i, c: done.append(i),
+    )
+    assert [t.token_ids for t in two] == [g.token_ids for g in got]
+    assert sorted(done) == list(range(len(prompts)))
+    texts = Generator.for_bundle(bundle).generate(convs, SamplingConfig(max_new_tokens=12))
+    assert [t.token_ids for t in texts] == [g.token_ids for g in got]
+    assert [t.text for t in texts] == [g.text for g in got]
 
 
 def test_streamed_text_concatenates_to_the_answer_and_each_request_finishes_once(bundle):
@@ -174,3 +197,34 @@ def test_a_request_that_joins_a_running_batch_gets_its_offline_answer(model):
     for index, r in enumerate(order):
         assert got[index] == alone[r], (model, index)
     assert max(admitted) >= 4  # several rows were running together
+
+
+def test_an_arrival_gets_its_first_token_before_the_running_rows_next_step(bundle):
+    """Time to first token: an admitted request's first token is emitted right after its
+    prefill, before the running batch decodes again; arrivals that finish at once (budget 1)
+    while nothing runs do not end the stream."""
+    engine = DecodeEngine.for_bundle(bundle)
+    prompts = [bundle.renderer.encode_prompt(c) for c in _conversations()]
+    running = DecodeRequest(prompts[0], max_new_tokens=6)
+    one = DecodeRequest(prompts[1], max_new_tokens=1)
+    later = [
+        DecodeRequest(prompts[2], max_new_tokens=1),
+        DecodeRequest(prompts[3], max_new_tokens=3),
+    ]
+    plan = {1: [one], 6: [later[0]], 7: [later[1]]}
+    calls = 0
+
+    def admit(n: int) -> list[DecodeRequest]:
+        nonlocal calls
+        calls += 1
+        return plan.get(calls, [])
+
+    batches, got = [], {}
+    for deltas in engine.stream([running], admit=admit):
+        batches.append([d.index for d in deltas])
+        for d in deltas:
+            got.setdefault(d.index, []).append(d.token_id)
+    assert batches[:3] == [[0], [1], [0]]  # the arrival's token, then the batch's next step
+    assert calls > 7  # admission went on after the stream had no running row
+    alone = [engine.run([r])[0].token_ids for r in (running, one, *later)]
+    assert [got[i] for i in range(4)] == alone

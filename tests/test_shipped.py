@@ -18,6 +18,7 @@ ACCELERATE_CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 def test_there_are_shipped_configs():
     assert [p.name for p in CONFIGS] == [
         "curate.yaml",
+        "dpo.yaml",
         "eval.yaml",
         "freeze.yaml",
         "full.yaml",

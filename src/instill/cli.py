@@ -182,8 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="prompts per family in each evaluation split",
     )
     x.set_defaults(func=cmd_data_export)
+    _add_pairs_command(dsub)
     _add_inference_commands(sub)
     _add_curate_command(sub)
+    _add_export_command(sub)
+    _add_merge_and_adapter_commands(sub)
     return parser
 
 
@@ -645,6 +648,137 @@ def summary_table(stats: dict) -> Table:
     return table
 
 
+def _add_export_command(sub) -> None:
+    """`instill export MODEL --format gguf`: one file for llama.cpp / Ollama, checked."""
+    from instill.models.gguf_export import QUANT_TYPES
+
+    x = sub.add_parser(
+        "export",
+        help="export a full or merged model to GGUF (llama.cpp, Ollama), checked by a round trip",
+        description="Write the model as one GGUF file (Llama, Qwen2, Gemma 3) with its tokenizer, "
+        "the chat template it was trained with and the end-of-turn token as EOS. Before the "
+        "file is published, transformers loads it back and its logits on probe conversations "
+        "are compared with the source model's (max |delta logit|, argmax agreement, greedy "
+        "answers); on a mismatch nothing is written. A LoRA adapter must be merged first "
+        "(`instill merge`).",
+    )
+    x.add_argument("model", help="a full fine-tune's final/, a merged dir or a base model")
+    x.add_argument("--format", required=True, choices=["gguf"], help="the output format")
+    x.add_argument("--type", default="f16", choices=QUANT_TYPES, help="weights type")
+    x.add_argument("--out", required=True, help="the .gguf file to write")
+    x.add_argument("--ollama", action="store_true", help="also write an Ollama Modelfile")
+    x.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from instill.models.gguf_export import export_gguf
+
+    report = export_gguf(args.model, args.out, args.type, ollama=args.ollama)
+    rt = report.round_trip
+    path = shlex.quote(str(report.path))
+    lines = [
+        f"wrote {report.path} ({report.architecture}, {report.quant_type}, "
+        f"{report.size_bytes / 2**20:.1f} MiB, {report.tensors} tensors, "
+        f"{report.parameters / 1e6:.1f}M parameters, EOS {report.eos_token}, "
+        f"{report.seconds:.1f} s)",
+    ]
+    if rt is not None:
+        lines.append(
+            f"round trip (transformers): max |delta logit| {rt.max_abs_delta:.3g} "
+            f"(tolerance {rt.tolerance:.3g} from the {report.quant_type} rounding), argmax "
+            f"agreement {100 * rt.argmax_agreement:.1f}% of {rt.positions} positions, greedy "
+            f"answers identical, token ids identical"
+        )
+    lines.append(f"run it:  llama-cli -m {path} -cnv   (or llama-server -m {path})")
+    if report.modelfile is not None:
+        folder = shlex.quote(str(report.modelfile.parent))
+        lines.append(f"ollama:  cd {folder} && ollama create NAME -f Modelfile && ollama run NAME")
+    console.print("\n".join(lines), highlight=False, markup=False)
+    return 0
+
+
+def _add_pairs_command(dsub) -> None:
+    """`instill data pairs MODEL`: preference pairs from checkable prompts (pipelines/pairs.py)."""
+    p = dsub.add_parser(
+        "pairs",
+        help="build DPO pairs: a passing answer (chosen) vs a sampled one that fails its check",
+        description="Sample answers from MODEL to prompts whose answers can be checked (the "
+        "built-in suite, or eval tasks); chosen = the reference answer (or a sampled one) that "
+        "passes the prompt's checker, rejected = a sampled answer that fails it or does not "
+        "stop. Writes prompt/chosen/rejected JSONL (train.objective: dpo reads it) and "
+        "<out>.stats.json.",
+    )
+    _model_arguments(p)
+    p.add_argument(
+        "--from",
+        dest="source",
+        default="builtin:train?per_family=4",
+        help="the built-in suite split to draw prompts from (builtin:<split>[?per_family=N])",
+    )
+    p.add_argument(
+        "--tasks", default=None, help="comma-separated eval task names or task files instead"
+    )
+    p.add_argument("--metric", default="exact_match", help="metric of task files given by path")
+    p.add_argument("--samples", type=_positive, default=4, help="answers sampled per prompt")
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--limit", type=_positive, default=None, help="first N prompts only")
+    p.add_argument("--out", default="runs/pairs/pairs.jsonl", help="the pairs JSONL")
+    p.set_defaults(func=cmd_pairs, temperature=1.0, max_new_tokens=128, seed=0)
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from instill.generate.engine import Generator, SamplingConfig
+    from instill.pipelines.pairs import (
+        build_pairs,
+        builtin_checkables,
+        task_checkables,
+        write_pairs,
+    )
+    from instill.progress import track
+
+    if args.tasks:
+        from instill.config import EvalTaskConfig
+        from instill.eval.runner import build_tasks
+
+        specs = [
+            EvalTaskConfig(path=t, metric=args.metric)
+            if Path(t).exists()
+            else EvalTaskConfig(name=t)
+            for t in args.tasks.split(",")
+        ]
+        checkables = task_checkables(build_tasks(specs))
+    else:
+        checkables = builtin_checkables(args.source)
+    checkables = checkables[: args.limit] if args.limit else checkables
+    if args.samples > 1 and args.temperature == 0:
+        raise InstillError("--samples > 1 needs --temperature > 0 (greedy gives one answer)")
+    sampling = SamplingConfig(
+        max_new_tokens=args.max_new_tokens,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature or 1.0,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    generator = Generator.for_bundle(_load_inference_bundle(args))
+    total = len(checkables) * args.samples
+    with track("sample", total, unit="answers") as tracker:
+        result = build_pairs(generator, checkables, args.samples, sampling, tracker.advance)
+    path = write_pairs(result, Path(args.out))
+    outcome = ", ".join(f"{k}: {v}" for k, v in result.stats["outcome"].items())
+    console.print(
+        f"{result.stats['pairs']} pairs from {result.stats['prompts']} prompts ({outcome}); "
+        f"wrote {path} and {path.with_suffix('.stats.json')}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
 def _add_curate_command(sub) -> None:
     """`instill curate CONFIG`: dedup, filters, decontamination and mixing, with a report."""
     c = sub.add_parser(
@@ -731,6 +865,178 @@ def _print_curation(curation: dict | None) -> None:
                 f"{dc['max_score_kept']:.0%} of a prompt) and were kept"
             )
         console.print(line, highlight=False, markup=False)
+
+
+def _add_merge_and_adapter_commands(sub) -> None:
+    """`instill merge` and `instill adapters ls|combine`: adapters into models, many on one base."""
+    m = sub.add_parser(
+        "merge",
+        help="merge a LoRA / QLoRA adapter into its base, checked against the unmerged adapter",
+        description="Merge the adapter into its base (QLoRA: into the dequantized 4-bit base "
+        "it was trained against; trained token rows and resized embeddings included) and write "
+        "a plain transformers directory with the tokenizer, the chat template and a "
+        "generation_config.json whose EOS ids include the end-of-turn token. Before writing, "
+        "the merged model is compared with the unmerged adapter on probe prompts: max |delta "
+        "logit| and greedy-token agreement; below --min-agreement nothing is written.",
+    )
+    m.add_argument("adapter", help="adapter dir (a run's final/ trained with LoRA or QLoRA)")
+    m.add_argument("--out", required=True, help="directory to write the merged model to")
+    m.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="weights dtype of the merged model (auto: the dtype the base trained in)",
+    )
+    m.add_argument("--base", default=None, help="the base model, if the adapter's moved")
+    m.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.99,
+        help="smallest greedy-token agreement with the unmerged adapter accepted (0..1)",
+    )
+    m.add_argument(
+        "--prompts",
+        default=None,
+        metavar="FILE",
+        help="probe prompts, one user message per line (default: a built-in probe set)",
+    )
+    m.add_argument("--max-new-tokens", type=_positive, default=24, help="per probe answer")
+    m.set_defaults(func=cmd_merge)
+
+    a = sub.add_parser("adapters", help="list, inspect and combine adapters of one base")
+    a.set_defaults(func=lambda _: (a.print_help(), 2)[1])
+    asub = a.add_subparsers(dest="adapters_command")
+    ls = asub.add_parser(
+        "ls",
+        help="list the adapters under a directory: base, rank, targets, trained tokens, size",
+    )
+    ls.add_argument("root", help="a directory holding adapter dirs (searched recursively)")
+    ls.add_argument("--base", default=None, help="refuse adapters trained on another base")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=cmd_adapters_ls)
+    c = asub.add_parser(
+        "combine",
+        help="combine adapters of one base (PEFT add_weighted_adapter) and evaluate the result",
+        description="Combine LoRA adapters trained on the same base into one adapter: cat "
+        "(exact weighted sum of the updates), linear, ties or dare. Trained token rows are "
+        "combined too. Then every input and the combination are evaluated on the tasks the "
+        "inputs were trained for (their runs' eval tasks, or --task) and a report is written "
+        "to OUT/report/.",
+    )
+    c.add_argument("adapters", nargs="+", help="two or more adapter dirs")
+    c.add_argument("--out", required=True, help="adapter dir to write")
+    c.add_argument("--weights", type=float, nargs="+", default=None, help="one per adapter")
+    c.add_argument("--method", default="cat", choices=["cat", "linear", "ties", "dare"])
+    c.add_argument("--density", type=float, default=0.5, help="kept share for ties / dare")
+    c.add_argument("--base", default=None, help="the base model, if the adapters' moved")
+    c.add_argument(
+        "--task",
+        action="append",
+        default=[],
+        metavar="NAME_OR_FILE",
+        help="eval task (repeatable; default: the eval tasks of the inputs' runs)",
+    )
+    c.add_argument("--limit", type=_positive, default=None, help="first N prompts per task")
+    c.add_argument("--max-new-tokens", type=_positive, default=128)
+    c.add_argument("--no-eval", action="store_true", help="combine only")
+    c.set_defaults(func=cmd_adapters_combine)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from instill.models.export import merge_adapter
+
+    prompts = None
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise InstillError(f"--prompts {path}: no such file")
+        prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise InstillError(f"--prompts {path}: no prompt in it (one per line)")
+    report = merge_adapter(
+        args.adapter,
+        args.out,
+        dtype=args.dtype,
+        base=args.base,
+        prompts=prompts,
+        min_agreement=args.min_agreement,
+        max_new_tokens=args.max_new_tokens,
+    )
+    check = report.check
+    console.print(
+        f"merged {report.adapter} ({report.method}) into {report.base} -> {report.out} "
+        f"({report.dtype}, {report.size_bytes / 2**20:.1f} MiB, {report.seconds:.1f} s)\n"
+        f"check on {check.probes} probes: max |delta logit| {check.max_abs_logit_delta:.3g}, "
+        f"greedy-token agreement {100 * check.greedy_agreement:.2f}% of "
+        f"{check.answer_tokens} tokens",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def cmd_adapters_ls(args: argparse.Namespace) -> int:
+    import json
+
+    from instill.models.adapter_ops import check_same_base, list_adapters
+
+    infos = list_adapters(args.root)
+    if not infos:
+        raise InstillError(f"{args.root}: no adapter dir (adapter_config.json) under it")
+    if args.base:
+        check_same_base(infos, args.base)
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return 0
+    table = Table(title=f"adapters under {args.root}", title_justify="left")
+    for col in ("adapter", "base", "method", "r", "alpha", "targets", "trained tokens", "MiB"):
+        table.add_column(col, justify="right" if col in ("r", "alpha", "MiB") else "left")
+    for i in infos:
+        targets = i.targets if isinstance(i.targets, str) else _short_targets(i.targets)
+        tokens = ", ".join(f"{k} {len(v)}" for k, v in i.trained_tokens.items()) or "-"
+        extra = "+dora" if i.dora else "+rslora" if i.rslora else ""
+        table.add_row(
+            i.path,
+            str(i.base),
+            i.method + extra,
+            str(i.r),
+            f"{i.alpha:g}",
+            targets,
+            tokens,
+            f"{i.size_bytes / 2**20:.2f}",
+        )
+    console.print(table)
+    return 0
+
+
+def _short_targets(targets: list[str]) -> str:
+    """`q_proj, v_proj` for PEFT's module lists (full paths after a combine)."""
+    return ", ".join(sorted({t.rsplit(".", 1)[-1] for t in targets}))
+
+
+def cmd_adapters_combine(args: argparse.Namespace) -> int:
+    from instill.eval.runner import markdown_table
+    from instill.pipelines.adapters import combine_and_evaluate
+
+    result = combine_and_evaluate(
+        args.adapters,
+        args.out,
+        weights=args.weights,
+        method=args.method,
+        density=args.density,
+        base=args.base,
+        tasks=args.task,
+        evaluate_tasks=not args.no_eval,
+        max_new_tokens=args.max_new_tokens,
+        limit=args.limit,
+        log=lambda msg: console.print(msg, highlight=False, markup=False),
+    )
+    if result.comparison is not None:
+        console.print(markdown_table(result.comparison, "task"), highlight=False, markup=False)
+        console.print(f"report: {result.paths['md']}", highlight=False, markup=False)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

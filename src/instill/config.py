@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from instill.errors import ConfigError
 
-FormatName = Literal["auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text"]
+FormatName = Literal[
+    "auto", "alpaca", "sharegpt", "messages", "prompt_completion", "text", "preference"
+]
 FileType = Literal["auto", "json", "jsonl", "parquet", "csv"]
 MaskingStrategy = Literal["all_assistant", "last_assistant", "all"]
 TruncationPolicy = Literal["drop_row", "truncate_response", "drop_oldest_turns"]
@@ -144,9 +146,49 @@ class EvalTaskConfig(_Strict):
         return self
 
 
-class TrainConfig(_Strict):
-    """The SFT loop. Defaults follow the usual practice: 1-3 epochs, a low learning rate."""
+class DPOConfig(_Strict):
+    """Preference tuning on prompt/chosen/rejected pairs (train.objective: dpo)."""
 
+    loss: Literal["sigmoid", "ipo", "robust"] = Field(
+        "sigmoid",
+        description="`sigmoid`: DPO (with label_smoothing > 0, conservative DPO); `ipo`: IPO on "
+        "per-token mean log-ratios; `robust`: label-noise robust DPO.",
+    )
+    beta: float = Field(
+        0.1, gt=0, allow_inf_nan=False, description="Strength of the pull to the reference."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Assumed share of flipped labels (sigmoid, robust)."
+    )
+    sft_weight: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Weight of an SFT term: the chosen answer's mean token NLL, per pair.",
+    )
+    reference: Literal["auto", "adapters_off", "frozen_copy", "precomputed"] = Field(
+        "auto",
+        description="The reference model: `adapters_off` (LoRA/QLoRA: the base with adapters "
+        "disabled), `frozen_copy` (a second copy of the initial weights), `precomputed` (its "
+        "log-probs computed once before training and cached on disk). `auto`: adapters_off "
+        "for LoRA/QLoRA, precomputed otherwise.",
+    )
+    reference_cache: str | None = Field(
+        None,
+        description="Directory of precomputed reference log-probs, keyed by model and data "
+        "fingerprint; default <cache>/dpo-reference ($INSTILL_CACHE or ~/.cache/instill).",
+    )
+
+
+class TrainConfig(_Strict):
+    """The training loop. Defaults follow the usual practice: 1-3 epochs, a low learning rate."""
+
+    objective: Literal["sft", "dpo"] = Field(
+        "sft",
+        description="`sft`: next-token loss on the responses; `dpo`: preference tuning on "
+        "prompt/chosen/rejected rows (see train.dpo).",
+    )
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
     method: Literal["full", "freeze", "lora", "qlora"] = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     freeze: FreezeConfig = Field(default_factory=FreezeConfig)
@@ -196,6 +238,23 @@ class TrainConfig(_Strict):
         if self.lr is not None:
             return self.lr
         return 2e-4 if self.method in ("lora", "qlora") else 2e-5
+
+    @model_validator(mode="after")
+    def _dpo_reference_fits_method(self) -> TrainConfig:
+        if self.dpo.reference == "adapters_off" and self.method not in ("lora", "qlora"):
+            raise ValueError(
+                f"train.dpo.reference=adapters_off needs train.method lora or qlora (got "
+                f"{self.method}): only adapters can be switched off; use frozen_copy or "
+                "precomputed"
+            )
+        return self
+
+    @property
+    def dpo_reference(self) -> str:
+        """The reference model actually used (`auto` resolved for the method)."""
+        if self.dpo.reference != "auto":
+            return self.dpo.reference
+        return "adapters_off" if self.method in ("lora", "qlora") else "precomputed"
 
 
 # --------------------------------------------------------------------------- curation
@@ -508,6 +567,22 @@ class Config(_Strict):
     quickstart: QuickstartConfig = Field(default_factory=QuickstartConfig)
     output_dir: str = "runs/default"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _formats_fit_objective(self) -> Config:
+        for i, src in enumerate(self.data.sources if self.data else []):
+            if self.train.objective == "dpo" and src.format not in ("auto", "preference"):
+                raise ValueError(
+                    f"data.sources.{i}.format is {src.format!r} but train.objective is dpo, "
+                    "which reads prompt/chosen/rejected rows: set the format to auto or "
+                    "preference"
+                )
+            if self.train.objective == "sft" and src.format == "preference":
+                raise ValueError(
+                    f"data.sources.{i}.format=preference needs train.objective=dpo (preference "
+                    "rows have two answers; SFT trains on one)"
+                )
+        return self
 
     def require_data(self, command: str) -> DataConfig:
         """The data section, which `prepare` and `train` need."""

@@ -328,6 +328,10 @@ def prepare(
         InstillError: for bad input (see `read_conversations`), a template that cannot mask a
             row exactly (with `on_bad_row: error`), or a source that contributes no example.
     """
+    if config.train.objective == "dpo":  # prompt/chosen/rejected rows: see preference.py
+        from instill.data.preference import prepare_preferences
+
+        return prepare_preferences(config, tokenizer, progress)
     data = config.require_data("prepare")
     out = Path(config.output_dir)
     renderer, added = build_renderer(config, tokenizer)

@@ -1,12 +1,13 @@
 """Step-wise decoding: a batch of requests answered together, one token per step, streamed.
 
-`Generator` (engine.py) hands a whole batch to `model.generate` and gets every answer at the end.
-Chat and serving need each token as it comes, per-request limits and stop strings, so this engine
-owns the decoding loop instead:
+The one decoding loop of instill: chat and serve stream from it, and `Generator` (engine.py,
+what eval and quickstart call) runs it over a queue of prompts (`run(max_batch=...)`). It owns
+the loop instead of calling `model.generate` because streaming, per-request limits, stop strings
+and rows joining a running batch need each step:
 
 * **One prefill, then one token per step**, with the model's KV cache (`past_key_values`). The
   batch is left-padded and positions are `cumsum(mask) - 1`, exactly as `generate` builds them,
-  so a greedy answer here equals `Generator`'s (a test checks it token for token). The prefill
+  so a greedy answer here equals `model.generate`'s (a test checks it token for token). The prefill
   asks the model for the last position's logits only (`logits_to_keep=1`): with Gemma's 262k
   vocabulary, logits for every prompt position cost more than the forward itself.
 * **Rows leave the batch when they finish** (`Cache.batch_select_indices`), so a long answer does
@@ -33,6 +34,7 @@ formed; see server.py for why.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -41,7 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from instill.generate.engine import contiguous_lm_head_input
+from instill.models.bundle import contiguous_lm_head_input
 
 FINISH_REASONS = ("stop", "length", "cancelled")
 
@@ -234,23 +236,52 @@ class DecodeEngine:
         return next(self.model.parameters()).device
 
     def run(
-        self, requests: Sequence[DecodeRequest], adapter: str | None = None
+        self,
+        requests: Sequence[DecodeRequest],
+        adapter: str | None = None,
+        max_batch: int | None = None,
+        on_done: Callable[[int, Completion], None] | None = None,
     ) -> list[Completion]:
-        """Answer every request (in input order) and return the finished answers."""
-        texts = [""] * len(requests)
+        """Answer every request and return the finished answers in input order.
+
+        At most `max_batch` rows decode at once (default: all). Requests are taken in the order
+        given: a row that finishes is replaced by the next waiting request at the next step
+        (continuous batching), or, for a model whose cache cannot be merged, the next batch
+        starts when this one ends. `on_done(index, completion)` is called as each answer
+        finishes.
+        """
+        n = len(requests)
+        max_batch = max(1, max_batch or n)
+        texts = [""] * n
         ids: list[list[int]] = [[] for _ in requests]
-        reasons = ["length"] * len(requests)
-        for deltas in self.stream(requests, adapter):
-            for d in deltas:
-                texts[d.index] += d.text
-                if d.token_id is not None:
-                    ids[d.index].append(d.token_id)
-                if d.finish_reason is not None:
-                    reasons[d.index] = d.finish_reason
+        reasons = ["length"] * n
+        pending = collections.deque(range(n))
+        while pending:
+            slots = [pending.popleft() for _ in range(min(max_batch, len(pending)))]
+
+            def admit(running: int, slots: list[int] = slots) -> list[DecodeRequest]:
+                joined = [pending.popleft() for _ in range(min(max_batch - running, len(pending)))]
+                slots.extend(joined)  # stream indices continue after the first batch
+                return [requests[i] for i in joined]
+
+            for deltas in self.stream([requests[i] for i in slots], adapter, admit=admit):
+                for d in deltas:
+                    i = slots[d.index]
+                    texts[i] += d.text
+                    if d.token_id is not None:
+                        ids[i].append(d.token_id)
+                    if d.finish_reason is not None:
+                        reasons[i] = d.finish_reason
+                        if on_done is not None:
+                            on_done(i, self._completion(requests[i], texts[i], ids[i], reasons[i]))
         return [
-            Completion(t, i, f, len(r.prompt_ids))
+            self._completion(r, t, i, f)
             for t, i, f, r in zip(texts, ids, reasons, requests, strict=True)
         ]
+
+    @staticmethod
+    def _completion(request: DecodeRequest, text: str, ids: list[int], reason: str) -> Completion:
+        return Completion(text, list(ids), reason, len(request.prompt_ids))
 
     @torch.no_grad()
     def stream(
@@ -300,81 +331,69 @@ class DecodeEngine:
         requests: list[DecodeRequest],
         admit: Callable[[int], Sequence[DecodeRequest]] | None = None,
     ) -> Iterator[list[Delta]]:
+        """The loop: choose each live row's token, emit it, admit arrivals, one decode step.
+
+        Arrivals are prefilled *before* the step of the running rows and their first token is
+        emitted at once, so a request's time to first token is the rest of the running step
+        plus its own prefill, not also a whole decode step of the batch.
+        """
         device = self.device
         cache, mask, last_pos, logits = self._prefill([list(r.prompt_ids) for r in requests])
         cache_keyword = self._cache_keyword()
         if admit is not None and not mergeable(cache):
             admit = None  # this model's cache cannot be merged: one wave
-        streams = [TextStream(self.tokenizer, r.stop_strings) for r in requests]
-        stops = [set(self.stop_ids) | set(r.stop_ids) for r in requests]
-        counts = [0] * len(requests)
-        generators = [self._generator(r, device) for r in requests]
+        state = _Rows(self, requests)
         live = list(range(len(requests)))  # batch row -> request index
+        tokens: list[int] = []
         while True:
-            tokens = self._choose(
-                logits, [requests[i] for i in live], [generators[i] for i in live]
-            )
-            deltas, keep = [], []
-            for row, i in enumerate(live):
-                r, token = requests[i], tokens[row]
-                if r.cancelled is not None and r.cancelled():
-                    deltas.append(Delta(i, "", None, "cancelled"))
-                    continue
-                counts[i] += 1
-                if token in stops[i]:
-                    deltas.append(Delta(i, streams[i].finish(), token, "stop"))
-                    continue
-                text = streams[i].push(token)
-                reason = None
-                if streams[i].matched_stop:
-                    reason = "stop"
-                elif counts[i] >= r.max_new_tokens:
-                    reason = "length"
-                    text += streams[i].finish()
-                deltas.append(Delta(i, text, token, reason))
-                if reason is None:
-                    keep.append(row)
-            yield deltas
-            joining = list(admit(len(keep))) if admit is not None else []
-            if not keep and not joining:
-                return
-            if keep:
-                if len(keep) < len(live):  # finished rows leave the batch and the cache
-                    index = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(index)
-                    mask, last_pos = mask[index], last_pos[index]
-                    live = [live[row] for row in keep]
-                    tokens = [tokens[row] for row in keep]
-                mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-                last_pos = last_pos + 1
-                out = self.model(
-                    input_ids=torch.tensor(tokens, device=device)[:, None],
-                    attention_mask=mask,
-                    position_ids=last_pos[:, None],
-                    use_cache=True,
-                    **{cache_keyword: cache},
+            if live:  # `logits` holds one row per live request
+                tokens = self._choose(
+                    logits, [requests[i] for i in live], state.generators_of(live)
                 )
-                cache = _cache_of(out)
-                logits = out.logits[:, -1, :].float()
-            else:
-                live = []
-            if joining:  # prefilled alone, then merged into the running batch
+                deltas, keep = state.advance(live, tokens)
+                yield deltas
+                if len(keep) < len(live):  # finished rows leave the batch and the cache
+                    index = torch.tensor(keep, device=device, dtype=torch.long)
+                    if keep:
+                        cache.batch_select_indices(index)
+                    mask, last_pos = mask[index], last_pos[index]
+                    live, tokens = [live[row] for row in keep], [tokens[row] for row in keep]
+            joining = list(admit(len(live))) if admit is not None else []
+            if joining:
                 new_cache, new_mask, new_pos, new_logits = self._prefill(
                     [list(r.prompt_ids) for r in joining]
                 )
-                if live:
-                    mask = merge_caches(cache, mask, new_cache, new_mask)
-                    last_pos = torch.cat([last_pos, new_pos])
-                    logits = torch.cat([logits, new_logits])
-                else:
-                    cache, mask, last_pos, logits = new_cache, new_mask, new_pos, new_logits
-                first = len(requests)
-                requests.extend(joining)
-                streams += [TextStream(self.tokenizer, r.stop_strings) for r in joining]
-                stops += [set(self.stop_ids) | set(r.stop_ids) for r in joining]
-                counts += [0] * len(joining)
-                generators += [self._generator(r, device) for r in joining]
-                live += list(range(first, len(requests)))
+                joined = state.add(joining)
+                first = self._choose(new_logits, joining, state.generators_of(joined))
+                deltas, keep = state.advance(joined, first)
+                yield deltas  # the arrivals' first tokens, before the batch's next step
+                if keep:
+                    if len(keep) < len(joined):
+                        index = torch.tensor(keep, device=device, dtype=torch.long)
+                        new_cache.batch_select_indices(index)
+                        new_mask, new_pos = new_mask[index], new_pos[index]
+                    if live:
+                        mask = merge_caches(cache, mask, new_cache, new_mask)
+                        last_pos = torch.cat([last_pos, new_pos])
+                    else:
+                        cache, mask, last_pos = new_cache, new_mask, new_pos
+                    live += [joined[row] for row in keep]
+                    tokens += [first[row] for row in keep]
+            if not live:
+                if joining:
+                    continue  # every arrival finished at its first token: admit again
+                return
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(
+                input_ids=torch.tensor(tokens, device=device)[:, None],
+                attention_mask=mask,
+                position_ids=last_pos[:, None],
+                use_cache=True,
+                **{cache_keyword: cache},
+            )
+            cache = _cache_of(out)
+            logits = out.logits[:, -1, :].float()
 
     @staticmethod
     def _generator(request: DecodeRequest, device: torch.device) -> torch.Generator | None:
@@ -403,6 +422,61 @@ class DecodeEngine:
                 probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
             chosen[row] = int(torch.multinomial(probs, 1, generator=gen))
         return chosen
+
+
+class _Rows:
+    """Per-request decoding state of one `stream` call: text streams, stop ids, token counts
+    and sampling generators, indexed by the request's stream index."""
+
+    def __init__(self, engine: DecodeEngine, requests: list[DecodeRequest]) -> None:
+        self.engine, self.requests = engine, requests
+        self.streams: list[TextStream] = []
+        self.stops: list[set[int]] = []
+        self.counts: list[int] = []
+        self.generators: list[torch.Generator | None] = []
+        self._register(requests)
+
+    def _register(self, requests: Sequence[DecodeRequest]) -> None:
+        engine = self.engine
+        self.streams += [TextStream(engine.tokenizer, r.stop_strings) for r in requests]
+        self.stops += [set(engine.stop_ids) | set(r.stop_ids) for r in requests]
+        self.counts += [0] * len(requests)
+        self.generators += [engine._generator(r, engine.device) for r in requests]
+
+    def add(self, joining: Sequence[DecodeRequest]) -> list[int]:
+        """Register arrivals; their stream indices come after every earlier request's."""
+        first = len(self.requests)
+        self.requests.extend(joining)
+        self._register(joining)
+        return list(range(first, len(self.requests)))
+
+    def generators_of(self, indices: Sequence[int]) -> list[torch.Generator | None]:
+        return [self.generators[i] for i in indices]
+
+    def advance(self, indices: Sequence[int], tokens: Sequence[int]) -> tuple[list, list]:
+        """Each request's delta for its chosen token; the rows (positions in `indices`) that
+        go on."""
+        deltas, keep = [], []
+        for row, (i, token) in enumerate(zip(indices, tokens, strict=True)):
+            r, text_stream = self.requests[i], self.streams[i]
+            if r.cancelled is not None and r.cancelled():
+                deltas.append(Delta(i, "", None, "cancelled"))
+                continue
+            self.counts[i] += 1
+            if token in self.stops[i]:
+                deltas.append(Delta(i, text_stream.finish(), token, "stop"))
+                continue
+            text = text_stream.push(token)
+            reason = None
+            if text_stream.matched_stop:
+                reason = "stop"
+            elif self.counts[i] >= r.max_new_tokens:
+                reason = "length"
+                text += text_stream.finish()
+            deltas.append(Delta(i, text, token, reason))
+            if reason is None:
+                keep.append(row)
+        return deltas, keep
 
 
 def _cache_of(output):

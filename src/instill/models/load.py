@@ -616,3 +616,41 @@ def quantize_linear_4bit(model: PreTrainedModel, compute_dtype: torch.dtype) -> 
             replaced += 1
     model.is_quantized_4bit = True
     return replaced
+
+
+def dequantize_linear_4bit(model: nn.Module, dtype: torch.dtype) -> int:
+    """Replace every bitsandbytes 4-bit linear layer by a plain one holding its dequantized weight.
+
+    The result computes what the 4-bit model computes (bitsandbytes dequantizes before each
+    matmul), so a QLoRA adapter is merged into the weights it was trained against, not into the
+    full-precision weights it never saw.
+
+    Returns:
+        The number of layers replaced.
+    """
+    import bitsandbytes as bnb
+
+    replaced = 0
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if not isinstance(child, bnb.nn.Linear4bit):
+                continue
+            weight = bnb.functional.dequantize_4bit(child.weight.data, child.weight.quant_state)
+            plain = nn.Linear(
+                child.in_features, child.out_features, bias=child.bias is not None, dtype=dtype
+            )
+            plain.weight = nn.Parameter(weight.to(dtype), requires_grad=False)  # [out, in]
+            if child.bias is not None:
+                plain.bias = nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
+            setattr(module, child_name, plain.to(weight.device))
+            replaced += 1
+    if hasattr(model, "is_quantized_4bit"):
+        del model.is_quantized_4bit
+    return replaced
+
+
+def round_trip_4bit(model: PreTrainedModel, dtype: torch.dtype) -> int:
+    """QLoRA's base with plain layers: each linear weight (LM head excepted) quantized to NF4
+    exactly as `quantize_linear_4bit` does for training, then dequantized to `dtype`."""
+    quantize_linear_4bit(model, dtype)
+    return dequantize_linear_4bit(model, dtype)

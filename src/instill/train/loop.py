@@ -21,7 +21,7 @@ from accelerate.utils import gather_object
 
 from instill.config import Config
 from instill.errors import InstillError
-from instill.models.bundle import Bundle, save_bundle
+from instill.models.bundle import Bundle, base_signature, save_bundle
 from instill.train.checkpoint import (
     TrainState,
     capture_rng,
@@ -79,8 +79,10 @@ def train(config: Config, resume: str | bool | None = None) -> TrainResult:
         run.output_dir, run.output_dir / "final", state, is_main_process=acc.is_main_process
     )
     rng_at_step_start = capture_rng()
+    # SFT's weight is supervised tokens ("tok/s" as before); DPO's is pairs ("pairs/s").
+    rate = "tok/s" if objective.weight_name == "supervised_tokens" else f"{objective.weight_name}/s"
     try:
-        with _progress(acc.is_main_process, run.total_steps, state.step) as bar:
+        with _progress(acc.is_main_process, run.total_steps, state.step, rate) as bar:
             while state.step < run.total_steps:
                 perm = epoch_permutation(len(run.train_rows), config.seed, state.epoch)
                 while state.step_in_epoch < run.steps_per_epoch and state.step < run.total_steps:
@@ -293,6 +295,8 @@ def _save_final(run: Run, state: TrainState, final: Path) -> None:
     info = {
         "base_model": run.config.model.path,
         "method": run.config.train.method,
+        "base_dtype": str(run.base_dtype).removeprefix("torch."),
+        "base_signature": base_signature(run.model),
         "steps": state.step,
         "final_loss": state.last_loss,
     }
@@ -300,13 +304,15 @@ def _save_final(run: Run, state: TrainState, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int, done: int):
-    """Step, loss, learning rate, supervised tokens/s and ETA: a bar on a terminal, else lines."""
+def _progress(enabled: bool, total: int, done: int, rate: str = "tok/s"):
+    """Step, loss, learning rate, the objective's weight per second (supervised tokens for SFT,
+    pairs for DPO) and ETA: a bar on a terminal, else lines."""
     from instill.progress import track
 
+    digits = 0 if rate == "tok/s" else 2  # a few pairs per second on a CPU
     with track("train", total, done=done, unit="steps", enabled=enabled) as tracker:
 
         def update(step: int, loss: float, lr: float, tps: float) -> None:
-            tracker.update(step, f"loss {loss:.4f}  lr {lr:.2e}  {tps:,.0f} tok/s")
+            tracker.update(step, f"loss {loss:.4f}  lr {lr:.2e}  {tps:,.{digits}f} {rate}")
 
         yield update

@@ -53,6 +53,9 @@ class Run:
     stop_ids: list[int]
     output_dir: Path
     eval_tasks: list = field(default_factory=list)
+    base_dtype: torch.dtype = (
+        torch.float32
+    )  # what the frozen base was loaded in (QLoRA quantized it)
 
     @property
     def engine_accumulates(self) -> bool:
@@ -173,10 +176,23 @@ def prepare_data(config: Config, accelerator: Accelerator, resume: bool) -> tupl
     return tokenizer, stats
 
 
-def make_objective(config: Config, tokenizer) -> Objective:
-    """The training objective `config` asks for (SFT today)."""
+def make_objective(config: Config, tokenizer, accelerator: Accelerator | None = None) -> Objective:
+    """The training objective `config.train.objective` asks for (`sft` or `dpo`)."""
     data = config.require_data("train")
-    return SFTObjective(tokenizer.pad_token_id, data.max_length, config.train.loss_chunk_tokens)
+    t = config.train
+    if t.objective == "dpo":
+        from instill.train.dpo import DPOObjective
+
+        return DPOObjective(
+            tokenizer.pad_token_id,
+            t.dpo,
+            t.dpo_reference,
+            t.loss_chunk_tokens,
+            batch_size=t.batch_size,
+            cache_dir=Path(t.dpo.reference_cache).expanduser() if t.dpo.reference_cache else None,
+            accelerator=accelerator,
+        )
+    return SFTObjective(tokenizer.pad_token_id, data.max_length, t.loss_chunk_tokens)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -273,7 +289,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
         )
     set_seed(config.seed)
     tokenizer, stats = prepare_data(config, accelerator, resume)
-    objective = make_objective(config, tokenizer)
+    objective = make_objective(config, tokenizer, accelerator)
     out = Path(config.output_dir)
     train_rows = objective.load_rows(out / "prepared")
     val_rows = (
@@ -367,4 +383,5 @@ def build_run(config: Config, resume: bool = False) -> Run:
         global_batch=global_batch,
         stop_ids=stop_token_ids(tokenizer, template),
         output_dir=Path(config.output_dir),
+        base_dtype=load_dtype,
     )
