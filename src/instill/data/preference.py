@@ -42,7 +42,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,13 +64,14 @@ from instill.data.masking import IGNORE_INDEX, Renderer, TokenizedExample
 from instill.data.prepare import (
     SKIP_HINT,
     Prepared,
+    ReadResult,
     Rejected,
-    SourceStats,
     build_renderer,
+    read_rows,
     write_reports,
 )
 from instill.data.prepared import TokenRows
-from instill.data.sources import RawRow, read_source
+from instill.data.sources import RawRow
 from instill.errors import InstillError, RowError, TemplateError
 
 if TYPE_CHECKING:
@@ -290,48 +291,14 @@ def _implicit_prompt(
 # --------------------------------------------------------------------------- reading
 
 
-@dataclass
-class PreferenceRead:
-    """Valid pairs per source (in config order), and the rows rejected while reading."""
-
-    per_source: list[list[PreferencePair]]
-    rejected: list[Rejected] = field(default_factory=list)
-    sources: list[SourceStats] = field(default_factory=list)
-
-
-def read_pairs(data: DataConfig, exclude: Path | None = None) -> PreferenceRead:
+def read_pairs(data: DataConfig, exclude: Path | None = None) -> ReadResult:
     """Read and validate every source's preference rows, keeping file order.
 
     Raises:
         RowError: on the first bad row when `data.on_bad_row` is `error`.
         InstillError: for file-level problems and for a source without a single row.
     """
-    result = PreferenceRead([])
-    for src in data.sources:
-        stats = SourceStats(src.label, src.weight)
-        pairs: list[PreferencePair] = []
-        for _file, rows in read_source(src.path, src.file_type, src.split, exclude):
-            stats.files += 1
-            for item in _parse_rows(rows, src):
-                stats.rows_read += 1
-                if isinstance(item, PreferencePair):
-                    pairs.append(item)
-                elif data.on_bad_row == "error":
-                    raise RowError(
-                        item.location, item.field, item.reason, f"{item.message}\n({SKIP_HINT})"
-                    )
-                else:
-                    result.rejected.append(
-                        Rejected(
-                            item.location, item.reason, item.message, item.field, item.row, item.raw
-                        )
-                    )
-        if stats.rows_read == 0:
-            raise InstillError(f"source {src.label}: no rows found (empty file or directory)")
-        stats.rows_valid = len(pairs)
-        result.per_source.append(pairs)
-        result.sources.append(stats)
-    return result
+    return read_rows(data, _parse_rows, PreferencePair, exclude)
 
 
 def _parse_rows(
@@ -607,7 +574,7 @@ def prepare_preferences(
 
 
 def pair_stats(
-    read: PreferenceRead,
+    read: ReadResult,
     examples: list[PairExample],
     rejected: list[Rejected],
     renderer: Renderer,

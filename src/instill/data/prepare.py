@@ -86,9 +86,10 @@ class SourceStats:
 
 @dataclass
 class ReadResult:
-    """Valid conversations per source (in config order), and the rows rejected while reading."""
+    """Valid rows per source (in config order: conversations, or preference pairs), and the rows
+    rejected while reading."""
 
-    per_source: list[list[Conversation]]
+    per_source: list[list[Any]]
     rejected: list[Rejected] = field(default_factory=list)
     sources: list[SourceStats] = field(default_factory=list)
 
@@ -111,16 +112,31 @@ def read_conversations(data: DataConfig, exclude: Path | None = None) -> ReadRes
         RowError: on the first bad row when `data.on_bad_row` is `error`.
         InstillError: for file-level problems and for a source without a single row.
     """
+    return read_rows(data, _parse_rows, Conversation, exclude)
+
+
+def read_rows(
+    data: DataConfig,
+    parse: Callable[[Iterator[RawRow | RowError], SourceConfig], Iterator[Any]],
+    kind: type,
+    exclude: Path | None = None,
+) -> ReadResult:
+    """Read every source with `parse` (one file's raw rows -> `kind` items or `RowError`s).
+
+    The one reading loop of SFT rows (`read_conversations`) and preference pairs
+    (`preference.read_pairs`): file order kept, per-source counts, bad rows raised or
+    collected as `data.on_bad_row` says.
+    """
     result = ReadResult([])
     for src in data.sources:
         stats = SourceStats(src.label, src.weight)
-        convs: list[Conversation] = []
+        items: list = []
         for _file, rows in read_source(src.path, src.file_type, src.split, exclude):
             stats.files += 1
-            for item in _parse_rows(rows, src):
+            for item in parse(rows, src):
                 stats.rows_read += 1
-                if isinstance(item, Conversation):
-                    convs.append(item)
+                if isinstance(item, kind):
+                    items.append(item)
                 elif data.on_bad_row == "error":
                     raise RowError(
                         item.location, item.field, item.reason, f"{item.message}\n({SKIP_HINT})"
@@ -133,8 +149,8 @@ def read_conversations(data: DataConfig, exclude: Path | None = None) -> ReadRes
                     )
         if stats.rows_read == 0:
             raise InstillError(f"source {src.label}: no rows found (empty file or directory)")
-        stats.rows_valid = len(convs)
-        result.per_source.append(convs)
+        stats.rows_valid = len(items)
+        result.per_source.append(items)
         result.sources.append(stats)
     return result
 
