@@ -40,9 +40,8 @@ import json
 import random
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +67,7 @@ from instill.data.prepare import (
     Rejected,
     build_renderer,
     read_rows,
+    row_and_token_stats,
     write_reports,
 )
 from instill.data.prepared import TokenRows
@@ -583,33 +583,10 @@ def pair_stats(
 ) -> dict:
     """stats.json for pairs: SFT's keys (so reports read both) over both answers' sequences."""
     seqs = [s for e in examples for s in (e.chosen, e.rejected)]
-    lengths = sorted(len(s.input_ids) for s in seqs)
-    total = sum(lengths)
-    supervised = sum(s.supervised_tokens for s in seqs)
-
-    def pct(q: float) -> int:
-        return lengths[min(len(lengths) - 1, int(q * len(lengths)))] if lengths else 0
-
     return {
         "kind": KIND,
         "pairs": len(examples),
-        "rows_read": sum(s.rows_read for s in read.sources),
-        "rows_kept": sum(s.rows_kept for s in read.sources),
-        "rows_rejected": len(rejected),
-        "rejected_by_reason": dict(Counter(r.reason for r in rejected).most_common()),
-        "examples": len(examples),
-        "sources": [asdict(s) for s in read.sources],
-        "tokens_total": total,
-        "tokens_supervised": supervised,
-        "supervised_fraction": round(supervised / total, 4) if total else 0.0,
-        "length": {
-            "min": lengths[0] if lengths else 0,
-            "p50": pct(0.5),
-            "p90": pct(0.9),
-            "p99": pct(0.99),
-            "max": lengths[-1] if lengths else 0,
-            "mean": round(total / len(lengths), 1) if lengths else 0.0,
-        },
+        **row_and_token_stats(read, rejected, examples, seqs),
         "truncated_rows": sum(e.truncated for e in examples),
         "rows_with_dropped_turns": 0,
         "zero_supervision_rows": 0,

@@ -512,24 +512,19 @@ def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[int], None] |
         yield tracker.advance
 
 
-def compute_stats(
-    read: ReadResult,
-    examples: list[TokenizedExample],
-    rejected: list[Rejected],
-    rows: list[PackedRow] | None,
-    renderer: Renderer,
-    added: list[str],
-    data: DataConfig,
+def row_and_token_stats(
+    read: ReadResult, rejected: list[Rejected], examples: list, sequences: list
 ) -> dict:
-    """The numbers written to stats.json; token counts are over the examples as trained."""
-    lengths = sorted(len(e.input_ids) for e in examples)
-    supervised = sum(e.supervised_tokens for e in examples)
+    """The stats.json keys SFT and preference runs share: row counts of `read` and `rejected`,
+    and token counts / length percentiles over the tokenized `sequences` as trained."""
+    lengths = sorted(len(e.input_ids) for e in sequences)
+    supervised = sum(e.supervised_tokens for e in sequences)
     total = sum(lengths)
 
     def pct(q: float) -> int:
         return lengths[min(len(lengths) - 1, int(q * len(lengths)))] if lengths else 0
 
-    stats: dict = {
+    return {
         "rows_read": sum(s.rows_read for s in read.sources),
         "rows_kept": sum(s.rows_kept for s in read.sources),
         "rows_rejected": len(rejected),
@@ -547,6 +542,21 @@ def compute_stats(
             "max": lengths[-1] if lengths else 0,
             "mean": round(total / len(lengths), 1) if lengths else 0.0,
         },
+    }
+
+
+def compute_stats(
+    read: ReadResult,
+    examples: list[TokenizedExample],
+    rejected: list[Rejected],
+    rows: list[PackedRow] | None,
+    renderer: Renderer,
+    added: list[str],
+    data: DataConfig,
+) -> dict:
+    """The numbers written to stats.json; token counts are over the examples as trained."""
+    stats: dict = {
+        **row_and_token_stats(read, rejected, examples, examples),
         "truncated_rows": sum(e.truncated for e in examples),
         "rows_with_dropped_turns": sum(1 for e in examples if e.dropped_turns),
         "zero_supervision_rows": sum(r.reason == "no_supervised_tokens" for r in rejected),
@@ -560,7 +570,9 @@ def compute_stats(
     if rows is not None:
         stats["packing"] = {
             "rows": len(rows),
-            "fill": round(total / (len(rows) * data.max_length), 4) if rows else 0.0,
+            "fill": round(stats["tokens_total"] / (len(rows) * data.max_length), 4)
+            if rows
+            else 0.0,
         }
     return stats
 
