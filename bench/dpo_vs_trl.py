@@ -214,7 +214,9 @@ def child_instill(args, inputs: dict, out: Path) -> dict:
     from instill.config import validate_config
     from instill.train.loop import train
 
-    result = train(validate_config(instill_config(args, Path(inputs["pairs_jsonl"]), out)))
+    config = instill_config(args, Path(inputs["pairs_jsonl"]), out)
+    config["train"]["dpo"]["share_prompt"] = args.child != "instill-two-rows"
+    result = train(validate_config(config))
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     rates = [x["train/pairs_per_s"] for x in lines if "train/pairs_per_s" in x]
     seconds = sum(args.batch_size / r for r in rates[1:])
@@ -291,7 +293,7 @@ def child_main(args) -> int:
     torch.set_num_threads(args.threads)
     inputs = json.loads(Path(args.child_inputs).read_text())
     out = Path(args.child_out)
-    res = (child_instill if args.child == "instill" else child_trl)(args, inputs, out)
+    res = (child_trl if args.child == "trl" else child_instill)(args, inputs, out)
     res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (out / "result.json").write_text(json.dumps(res))
     return 0
@@ -309,7 +311,15 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", default="runs/bench-dpo")
     p.add_argument("--check-only", action="store_true", help="only the same-objective check")
-    p.add_argument("--child", choices=["instill", "trl"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--systems",
+        default="instill,trl",
+        help="comma-separated: instill (shared-prompt rows, the default), instill-two-rows "
+        "(share_prompt false: TRL's layout), trl",
+    )
+    p.add_argument(
+        "--child", choices=["instill", "instill-two-rows", "trl"], help=argparse.SUPPRESS
+    )
     p.add_argument("--child-inputs", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -326,9 +336,10 @@ def main() -> int:
     log(f"same objective: {check}")
     if args.check_only:
         return 0 if check["relative_difference"] < 0.01 else 1
-    results: dict[str, list[dict]] = {"instill": [], "trl": []}
+    systems = [x for x in args.systems.split(",") if x]
+    results: dict[str, list[dict]] = {x: [] for x in systems}
     for k in range(args.rounds):
-        for system in ("instill", "trl"):
+        for system in systems:
             out = work / f"{system}-{k}"
             out.mkdir(parents=True, exist_ok=True)
             log(f"round {k + 1}: {system}")

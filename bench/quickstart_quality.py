@@ -27,8 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.yaml"
 SETTINGS: dict[str, list[str]] = {
-    # configs/quickstart.yaml as shipped: Gemma 3 270M base, LoRA r=16, 24 rows per family, 2 epochs
+    # configs/quickstart.yaml as shipped (make demo): Gemma 3 270M base, LoRA r=16, 28 rows per
+    # family (40% with added constraints), one epoch
     "default": [],
+    # the same, plus the DPO stage (instill quickstart --dpo)
+    "dpo": ["quickstart.dpo.enabled=true"],
+    # the longer recipe: configs/quality.yaml (rank 64, twice the rows, 2 epochs, DPO)
+    "quality": ["--config=configs/quality.yaml"],
     # more compute: twice the rows, 3 epochs, rank 64
     "longer": [
         "data.sources.0.path=builtin:train?per_family=48",
@@ -39,16 +44,20 @@ SETTINGS: dict[str, list[str]] = {
     # a second model that is already instruction-tuned, with its own chat template
     "smollm2": ["model.path=smollm2-135m-instruct", "data.template=tokenizer"],
 }
-SPLITS = ("heldout_families", "heldout_phrasings", "format")
+SPLITS = ("heldout_families", "heldout_phrasings", "format", "heldout_if")
 
 
 def run_setting(name: str, out_root: Path) -> Path:
     out = out_root / name
+    overrides = [o for o in SETTINGS[name] if not o.startswith("--config=")]
+    config = next(
+        (o.removeprefix("--config=") for o in SETTINGS[name] if o.startswith("--config=")), CONFIG
+    )
     cmd = [
         str(ROOT / ".venv" / "bin" / "instill"),
         "quickstart",
-        CONFIG,
-        *SETTINGS[name],
+        config,
+        *overrides,
         f"output_dir={out}",
     ]
     print(f"$ {shlex.join(cmd)}", file=sys.stderr, flush=True)
@@ -60,28 +69,32 @@ def run_setting(name: str, out_root: Path) -> Path:
 
 
 def summarize(run_dir: Path) -> dict:
-    """Per split and overall: base/tuned score, delta, 95% CI, stop rates (from report.json)."""
+    """Per split and overall, per model: score, delta vs base, 95% CI, stop rate (from
+    report.json); `tuned+dpo` too when the run had the DPO stage."""
     report = json.loads((run_dir / "report" / "report.json").read_text())
     comparison = report["comparison"]
+    models = comparison["models"]
     rows = {}
     for row in comparison["rows"]:
         if row["level"] not in ("task", "overall"):
             continue
-        base, tuned = row["models"]["base"], row["models"]["tuned"]
-        rows[row["name"]] = {
-            "n": base["n"],
-            "base": 100 * base["score"],
-            "tuned": 100 * tuned["score"],
-            "delta": 100 * tuned["delta"],
-            "ci95": [100 * x for x in tuned["ci95"]],
-            "stop_base": 100 * base["stop_rate"],
-            "stop_tuned": 100 * tuned["stop_rate"],
-        }
+        base = row["models"]["base"]
+        entry = {"n": base["n"], "base": 100 * base["score"], "stop_base": 100 * base["stop_rate"]}
+        for m in models[1:]:
+            s = row["models"][m]
+            key = "tuned" if m == "tuned" else m
+            entry[key] = 100 * s["score"]
+            entry[f"delta_{key}" if key != "tuned" else "delta"] = 100 * s["delta"]
+            entry[f"ci95_{key}" if key != "tuned" else "ci95"] = [100 * x for x in s["ci95"]]
+            entry[f"stop_{key}"] = 100 * s["stop_rate"]
+        rows[row["name"]] = entry
     return {
         "run": str(run_dir),
+        "models": models,
         "minutes": round(comparison["seconds"] / 60, 1),
         "training_rows": comparison["training_rows"],
         "splits": rows,
+        "dpo": comparison.get("dpo"),
         "goal_met": rows["heldout_families"]["delta"] >= 20
         and rows["heldout_phrasings"]["delta"] >= 20
         and rows["all"]["stop_tuned"] >= 90,
@@ -89,20 +102,31 @@ def summarize(run_dir: Path) -> dict:
 
 
 def table(summary: dict) -> str:
+    extra = [m for m in summary["models"][1:] if m != "tuned"]
+    head = "| split | n | base | tuned | delta (95% CI) |"
+    for m in extra:
+        head += f" {m} | delta {m} (95% CI) |"
+    head += " stop " + " / ".join(summary["models"]) + " |"
     lines = [
         f"`{summary['run']}`: {summary['training_rows']} training rows, "
         f"{summary['minutes']} min end to end; goal met: {summary['goal_met']}",
         "",
-        "| split | n | base | tuned | delta (95% CI) | stop base / tuned |",
-        "|---|---:|---:|---:|---|---|",
+        head,
+        "|---|---:|---:|---:|---|" + "---:|---|" * len(extra) + "---|",
     ]
     for name in (*SPLITS, "all"):
-        r = summary["splits"][name]
-        lines.append(
+        r = summary["splits"].get(name)
+        if r is None:
+            continue
+        cells = (
             f"| {name} | {r['n']} | {r['base']:.1f} | {r['tuned']:.1f} | "
-            f"{r['delta']:+.1f} ({r['ci95'][0]:+.1f}, {r['ci95'][1]:+.1f}) | "
-            f"{r['stop_base']:.1f} / {r['stop_tuned']:.1f} |"
+            f"{r['delta']:+.1f} ({r['ci95'][0]:+.1f}, {r['ci95'][1]:+.1f}) |"
         )
+        for m in extra:
+            lo, hi = r[f"ci95_{m}"]
+            cells += f" {r[m]:.1f} | {r[f'delta_{m}']:+.1f} ({lo:+.1f}, {hi:+.1f}) |"
+        stops = [r["stop_base"], r["stop_tuned"], *(r[f"stop_{m}"] for m in extra)]
+        lines.append(cells + " " + " / ".join(f"{x:.1f}" for x in stops) + " |")
     return "\n".join(lines)
 
 

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from instill.data.builtin.augment import pair_split
 from instill.data.builtin.core import MIN_PHRASINGS, families
+from instill.data.builtin.families_c import HELD_OUT_LONGFORM
 from instill.data.builtin.suite import (
     EVAL_SPLITS,
     HELD_OUT_FAMILIES,
     HELD_OUT_PHRASINGS,
+    answer_budget,
     build_suite,
+    eval_row,
     export_suite,
 )
 
@@ -77,6 +81,46 @@ def test_splits_are_disjoint_by_construction(suite):
     assert set(metrics) == {"constraints", "json_match"} and metrics["constraints"] > 10
 
 
+def test_heldout_if_split_is_long_form_with_untrained_phrasings_and_combinations(suite):
+    fams = families()
+    train, rows = suite.rows["train"], suite.rows["heldout_if"]
+    trained = {r["family"] for r in train}
+    assert not trained & set(HELD_OUT_LONGFORM)
+    assert {r["family"] for r in rows} == {n for n, f in fams.items() if f.category == "longform"}
+    assert all(sum(r["family"] == n for r in rows) == 4 for n in HELD_OUT_LONGFORM)
+    for r in rows:
+        if r["family"] in trained:  # trained long-form families: held-out phrasings only
+            assert r["phrasing"] >= len(fams[r["family"]].phrasings) - HELD_OUT_PHRASINGS
+        # every pair of added constraint types is one training never combines
+        kinds = r["augmented"]
+        assert all(pair_split(a, b) == "eval" for i, a in enumerate(kinds) for b in kinds[i + 1 :])
+    assert sum(bool(r["augmented"]) for r in rows) >= 0.8 * len(rows)
+    # training combines constraints too, never in an eval pair
+    trained_kinds = [r["augmented"] for r in train if len(r["augmented"]) > 1]
+    assert trained_kinds
+    for kinds in trained_kinds:
+        assert all(pair_split(a, b) == "train" for i, a in enumerate(kinds) for b in kinds[i + 1 :])
+    share = sum(bool(r["augmented"]) for r in train) / len(train)
+    assert 0.3 <= share <= 0.5
+
+
+def test_long_answers_get_token_budgets_from_their_length(suite):
+    long_rows = [
+        r for r in suite.rows["heldout_if"] if len(r["messages"][-1]["content"].split()) >= 40
+    ]
+    assert long_rows
+    for r in long_rows:
+        budget = eval_row(r)["max_new_tokens"]
+        assert budget >= 2.2 * len(r["messages"][-1]["content"].split()) + 48
+        assert budget % 32 == 0
+    assert answer_budget("A short answer.") is None
+    assert "max_new_tokens" not in eval_row(suite.rows["heldout_families"][0])
+    no_aug = build_suite(seed=0, train_per_family=12, eval_per_family=4, augment_share=0.0)
+    assert not any(r["augmented"] for r in no_aug.rows["train"])
+    with pytest.raises(ValueError, match="augment_share"):
+        build_suite(augment_share=1.5)
+
+
 def test_suite_is_deterministic(suite):
     again = build_suite(seed=0, train_per_family=12, eval_per_family=4)
     assert again.rows == suite.rows
@@ -132,12 +176,13 @@ def test_registered_builtin_tasks_and_builtin_source(tmp_path):
     assert task.items and sum(i.metric == "constraints" for i in task.items) > 10
     raw = {
         "model": {"path": "tiny-random-gemma"},
-        "data": {"sources": [{"path": "builtin:train?per_family=2"}], "max_length": 256},
+        "data": {"sources": [{"path": "builtin:train?per_family=2"}], "max_length": 1024},
         "output_dir": str(tmp_path / "out"),
     }
     config = validate_config(raw)
     result = prepare(config, load_tokenizer_for(config), progress=False)
-    assert result.stats["rows_read"] == 2 * (len(families()) - len(HELD_OUT_FAMILIES))
+    held_out = len(HELD_OUT_FAMILIES) + len(HELD_OUT_LONGFORM)
+    assert result.stats["rows_read"] == 2 * (len(families()) - held_out)
     assert result.stats["rows_rejected"] == 0
 
 
@@ -185,6 +230,7 @@ def test_quickstart_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
             "train.max_steps=2",
             "train.epochs=1",
             "quickstart.eval_per_family=1",
+            "quickstart.max_long_new_tokens=8",
             "eval.max_new_tokens=4",
             "train.logging.tensorboard=false",
             f"output_dir={tmp_path / 'qs'}",
@@ -192,12 +238,12 @@ def test_quickstart_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "Base vs tuned per split" in out and "heldout_families" in out
+    assert "base vs tuned per split" in out and "heldout_families" in out
     report = json.loads((tmp_path / "qs" / "report" / "report.json").read_text())
     comp = report["comparison"]
     assert comp["models"] == ["base", "tuned"]
     splits = {r["name"]: r for r in comp["rows"] if r["level"] == "task"}
-    assert set(splits) == {"heldout_families", "heldout_phrasings", "format"}
+    assert set(splits) == {"heldout_families", "heldout_phrasings", "format", "heldout_if"}
     for row in splits.values():
         for model in ("base", "tuned"):
             s = row["models"][model]

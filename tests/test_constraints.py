@@ -16,6 +16,9 @@ from instill.eval.constraints import (
     check_all,
     check_constraint,
     constraint_types,
+    count_capital_words,
+    count_highlights,
+    count_sections,
     count_sentences,
     count_words,
     describe_constraint,
@@ -490,6 +493,15 @@ def test_every_type_describes_itself_as_one_sentence():
         "no_commas": {},
         "placeholder_count": {"n": 2},
         "response_language_ascii": {},
+        "postscript": {},
+        "highlighted_sections": {"n": 2},
+        "section_count": {"splitter": "SECTION", "n": 2},
+        "two_responses": {},
+        "repeat_prompt": {"prompt": "Say hi."},
+        "answer_options": {"options": ["yes", "no"]},
+        "nth_paragraph_first_word": {"n_paragraphs": 2, "nth": 1, "first_word": "so"},
+        "letter_frequency": {"letter": "q", "relation": "at_least", "n": 2},
+        "capital_word_frequency": {"relation": "less_than", "n": 2},
         "all_of": {"constraints": [LOWER]},
         "any_of": {"constraints": [LOWER]},
         "not": {"constraint": LOWER},
@@ -614,7 +626,7 @@ def test_not_a_dict_or_no_type():
         'a constraint must be an object such as {"type": "no_commas"}, got ["word_count"]'
     )
     assert str(validation_error({"n": 3})).startswith(
-        "constraint {\"n\": 3} has no 'type'; known types: all_of, any_of,"
+        "constraint {\"n\": 3} has no 'type'; known types: all_of, answer_options, any_of,"
     )
 
 
@@ -718,3 +730,153 @@ def test_register_refuses_malformed_schemas(scratch_registry):
     with pytest.raises(ConstraintError, match="must be callable"):
         register_constraint("loud", None, {}, _describe_shouting)  # type: ignore[arg-type]
     assert "loud" not in constraint_types()
+
+
+# --------------------------------------------------------------------------- IFEval-style types
+
+
+def test_paragraph_count_separator_default_is_any():
+    text = "One.\n\nTwo.\n***\nThree."
+    for c in (
+        {"type": "paragraph_count", "relation": "exactly", "n": 3},
+        {"type": "paragraph_count", "relation": "exactly", "n": 3, "separator": "any"},
+    ):
+        passes(text, c)
+
+
+def test_paragraph_count_markdown_divider():
+    c = {"type": "paragraph_count", "relation": "exactly", "n": 3, "separator": "***"}
+    passes("One.\n***\nTwo.\n\n***\nThree.", c)
+    passes("***\nOne.\n***\nTwo has\n\na blank line.\n***\nThree.\n***\n", c)  # ends not counted
+    assert fails("One.\n\nTwo.\n\nThree.", c) == "1 paragraph separated by ***, expected exactly 3"
+    assert fails("One.\n***\n***\nThree.", c) == "paragraph 2 between two *** dividers is empty"
+    passes("a *** b", {**c, "relation": "at_least", "n": 2})
+
+
+def test_paragraph_count_blank_line_only():
+    c = {"type": "paragraph_count", "relation": "exactly", "n": 2, "separator": "blank_line"}
+    passes("One.\n***\nstill one.\n\n\n  \nTwo.\n", c)
+    assert fails("One.\n***\nTwo.", c) == "1 paragraph separated by blank lines, expected exactly 2"
+
+
+def test_paragraph_count_separator_describe_and_validation():
+    c = {"type": "paragraph_count", "relation": "at_least", "n": 3, "separator": "***"}
+    assert describe_constraint(c) == (
+        "Write at least 3 paragraphs, separated by the markdown divider ***."
+    )
+    assert describe_constraint({**c, "separator": "any"}) == (
+        "Write at least 3 paragraphs, separated by blank lines."
+    )
+    assert str(validation_error({**c, "separator": "---"})) == (
+        "paragraph_count: 'separator' must be one of 'any', 'blank_line', '***', got \"---\""
+    )
+
+
+def test_postscript():
+    c = {"type": "postscript"}
+    passes("Body.\n\nP.S. Bring snacks.", c)
+    passes("Body.\n  p. s. lowercase and spaced", c)
+    assert (
+        fails("Body. See the P.S. below", c) == "no line starts with 'P.S.', expected a postscript"
+    )
+    fails("Body.\nPS no dots", c)
+    pps = {"type": "postscript", "marker": "P.P.S."}
+    passes("Body.\nP.S. one\nP.P.S two", pps)
+    fails("Body.\nP.S. one", pps)
+    assert describe_constraint(c) == (
+        "At the end of your response, please explicitly add a postscript starting with P.S."
+    )
+    assert "marker" in str(validation_error({"type": "postscript", "marker": "PS"}))
+
+
+def test_highlighted_sections():
+    assert count_highlights("*one* and *two*, **three**, ** ** and *\n*") == 3
+    assert count_highlights("* bullet\n* bullet") == 0
+    c = {"type": "highlighted_sections", "n": 2}
+    passes("A *first* point and a **second** one.", c)
+    assert fails("Only *one* here; ** ** is empty.", c).startswith("1 highlighted section")
+    assert fails("none", c) == "0 highlighted sections, expected at least 2"
+    assert "'n' must be a positive integer" in str(
+        validation_error({"type": "highlighted_sections", "n": 0})
+    )
+
+
+def test_section_count():
+    text = "SECTION 1\nIntro.\n\nSECTION 2\nBody.\n\nSECTION 3 End."
+    assert count_sections(text, "SECTION") == 3
+    c = {"type": "section_count", "splitter": "SECTION", "n": 3}
+    passes(text, c)
+    passes("PART 1 a PART 2 b", {**c, "splitter": "PART", "n": 2})
+    assert fails("Section 1 a\nSection 2 b", c) == (
+        "0 sections marked 'SECTION <number>', expected at least 3"
+    )
+    assert fails("SECTION 1 a SECTION b", c).startswith("1 section marked")
+    assert "'splitter' must be a non-empty string" in str(
+        validation_error({"type": "section_count", "splitter": " ", "n": 2})
+    )
+
+
+def test_two_responses():
+    c = {"type": "two_responses"}
+    passes("First answer.\n******\nSecond answer.", c)
+    passes("******\nFirst.\n******\nSecond.\n******", c)  # empty ends allowed, as in IFEval
+    assert fails("Same.\n******\nSame.  ", c) == "the two responses are identical"
+    assert fails("Only one.", c) == "1 response separated by ******, expected 2"
+    assert fails("a\n******\nb\n******\nc", c) == "3 responses separated by ******, expected 2"
+    assert fails("a\n******\n \n******\nb", c) == "response 2 between two ****** is empty"
+
+
+def test_repeat_prompt():
+    c = {"type": "repeat_prompt", "prompt": "  Write a haiku about rain. "}
+    passes("write a haiku about RAIN.\n\nDrops on the roof...", c)
+    detail = fails("Sure! Write a haiku about rain.", c)
+    assert detail.startswith("does not start with the request: differs at character 0")
+    assert "'prompt' must be a non-empty string" in str(
+        validation_error({"type": "repeat_prompt", "prompt": ""})
+    )
+
+
+def test_answer_options():
+    c = {"type": "answer_options", "options": ["My answer is yes.", "My answer is no."]}
+    passes("Having thought about it: My answer is no.", c)
+    assert fails("my answer is yes.", c) == (
+        'contains none of the options "My answer is yes." or "My answer is no."'
+    )
+    assert describe_constraint(c) == (
+        'Answer with one of the following options: "My answer is yes." or "My answer is no.".'
+    )
+
+
+def test_nth_paragraph_first_word():
+    c = {"type": "nth_paragraph_first_word", "n_paragraphs": 3, "nth": 2, "first_word": "Rain"}
+    passes('\n\nIntro.\n\n"Rain," she said.\n\nEnd.\n\n', c)
+    passes("Intro.\n\n**rain** falls.\n\nEnd.", c)
+    assert fails("Intro.\n\nSun.\n\nEnd.", c) == "paragraph 2 starts with 'sun', expected 'rain'"
+    assert fails("Intro.\n\nRain.", c) == "2 paragraphs, expected exactly 3"
+    assert fails("Intro.\n\n\n\nRain.\n\nEnd.", c).startswith("part 2 between two blank lines")
+    err = validation_error({**c, "nth": 4})
+    assert str(err) == "nth_paragraph_first_word: 'nth' must be at most 'n_paragraphs' (3), got 4"
+    assert err.argument == "nth"
+
+
+def test_letter_frequency():
+    c = {"type": "letter_frequency", "letter": "Q", "relation": "at_least", "n": 3}
+    passes("Quick quiet Quail", c)
+    assert fails("quick", c) == "the letter 'q' appears 1 time, expected at least 3"
+    passes("quick", {**c, "relation": "less_than"})
+    fails("qqq", {**c, "relation": "less_than"})
+    for bad in ("qq", "é", "1"):
+        err = validation_error({**c, "letter": bad})
+        assert err.argument == "letter" and "single ASCII letter" in str(err)
+    assert describe_constraint(c) == 'Use the letter "q" at least 3 times in your response.'
+
+
+def test_capital_word_frequency():
+    assert count_capital_words("NASA and the EU, I think; 42 -- OK. Mixed CamelCase") == 4
+    c = {"type": "capital_word_frequency", "relation": "at_least", "n": 2}
+    passes("This is VERY VERY important.", c)
+    assert fails("Only ONE here.", c) == "1 all-capital word, expected at least 2"
+    passes("Only ONE here.", {**c, "relation": "less_than"})
+    assert "'relation' must be one of 'at_least', 'less_than'" in str(
+        validation_error({**c, "relation": "exactly"})
+    )

@@ -385,7 +385,12 @@ def test_builtin_training_split_is_clean_against_its_eval_splits(tmp_path, capsy
     dc = config.data.curate.decontaminate
     assert dc.enabled and dc.builtin_suite and not config.data.curate.near_dedup.enabled
     tasks = {p.task for p in eval_prompts_for(config)}
-    assert tasks == {"builtin-heldout-families", "builtin-heldout-phrasings", "builtin-format"}
+    assert tasks == {
+        "builtin-heldout-families",
+        "builtin-heldout-phrasings",
+        "builtin-format",
+        "builtin-heldout-if",
+    }
     assert main(["curate", "configs/quickstart.yaml", f"output_dir={tmp_path}"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "no training row contains an eval prompt (at least 50% of its n-grams): 0 removed" in out

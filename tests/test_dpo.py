@@ -336,7 +336,8 @@ def test_losses_match_a_hand_computation(loss):
     module = PreferenceLoss(policy, dpo, "frozen_copy", chunk_tokens=16)
     module.reference_model = reference.eval()
     batch = DPOObjective(tok.pad_token_id, dpo, "frozen_copy").batch(rows, [0, 1])
-    assert batch["input_ids"].shape[0] == 4 and batch["input_ids"].shape[1] % 8 == 0
+    # one [prompt | chosen | rejected] row per pair (share_prompt, the default)
+    assert batch["input_ids"].shape[0] == 2 and batch["input_ids"].shape[1] % 8 == 0
     total, metrics = module(**batch)
 
     expected, margins, accuracy = 0.0, 0.0, 0.0
@@ -369,6 +370,80 @@ def test_losses_match_a_hand_computation(loss):
     total.backward()
     assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
     assert all(p.grad is None for p in reference.parameters())
+
+
+@pytest.mark.parametrize("name", ["tiny-random-qwen", "tiny-random-llama", "tiny-random-gemma"])
+@pytest.mark.parametrize("share", [True, False])
+def test_both_batch_layouts_give_each_answers_exact_log_probs(name, share):
+    """Shared-prompt rows (the prompt once, the rejected answer masked from the chosen one,
+    its positions continuing from the prompt) and two rows per pair give every answer's
+    log-prob of a plain one-sequence forward; Gemma 3's sliding-window layers included (the
+    tiny model's window is shorter than these rows)."""
+    from instill.train.dpo import pair_logprobs
+
+    tok = build_tiny_tokenizer(name)
+    template = {"tiny-random-gemma": "gemma", "tiny-random-llama": "chatml"}.get(name, "tokenizer")
+    renderer = Renderer(tok, get_template(template, tok))
+    pairs = [
+        parse_preference_row(
+            {"prompt": "What is 12 plus 30? Answer with the number only.", "chosen": "42",
+             "rejected": "It is forty four, I think, or maybe not."}, "a"
+        ),
+        parse_preference_row(
+            {"system": "Be brief.", "prompt": [
+                {"role": "user", "content": "Name a colour."},
+                {"role": "assistant", "content": "Red."},
+                {"role": "user", "content": "Another one, please, and say why."}],
+             "chosen": "Blue, because the sky is blue.", "rejected": "Red."}, "b"
+        ),
+    ]  # fmt: skip
+    rows = PreferenceRows.from_examples(encode_pairs(renderer, pairs, 256, "truncate_response"))
+    model = build_tiny_model(name, len(tok), seed=0).double().eval()
+    config = model.config
+    window = getattr(config, "sliding_window", None)
+    if "gemma" in name:
+        assert window is not None and window < max(rows.chosen.lengths)
+    dpo = DPOConfig(share_prompt=share)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    batch = DPOObjective(pad, dpo, "frozen_copy").batch(rows, [0, 1])
+    assert (batch.get("segment") is not None) == share
+    with torch.no_grad():
+        logps, counts = pair_logprobs(model, batch, chunk_tokens=7)
+    for side, seqs in enumerate((rows.chosen, rows.rejected)):
+        for i in range(2):
+            s = seqs.row(i)
+            want, n = _hand_logprob(model, s["input_ids"].tolist(), s["labels"].tolist())
+            assert int(counts[side * 2 + i]) == n
+            assert float(logps[side * 2 + i]) == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+
+def test_shared_prompt_rows_give_the_same_loss_and_gradients_as_two_rows():
+    tok = build_tiny_tokenizer("tiny-random-gemma")
+    renderer = Renderer(tok, get_template("gemma", tok))
+    pairs = [
+        parse_preference_row({"prompt": "Say hi to Ana in one line.", "chosen": "Hi, Ana!",
+                              "rejected": "Hello there, whoever you are, it is nice."}, "a"),
+        parse_preference_row({"prompt": "Two plus two?", "chosen": "4",
+                              "rejected": "Five."}, "b"),
+    ]  # fmt: skip
+    rows = PreferenceRows.from_examples(encode_pairs(renderer, pairs, 128, "truncate_response"))
+    grads = []
+    for share in (True, False):
+        model = build_tiny_model("tiny-random-gemma", len(tok), seed=0).double()
+        reference = build_tiny_model("tiny-random-gemma", len(tok), seed=1).double()
+        dpo = DPOConfig(beta=0.5, sft_weight=0.3, share_prompt=share)
+        module = PreferenceLoss(model, dpo, "frozen_copy", chunk_tokens=5)
+        module.reference_model = reference.eval()
+        total, _ = module(**DPOObjective(tok.pad_token_id, dpo, "frozen_copy").batch(rows, [0, 1]))
+        total.backward()
+        grads.append((float(total), [p.grad.clone() for p in model.parameters()]))
+    (a, ga), (b, gb) = grads
+    assert a == pytest.approx(b, rel=1e-10)
+    # Gemma computes its rotary embeddings and norms in float32 even in a float64 model, so
+    # gradients carry float32 rounding: two batchings of the *same* layout already differ by
+    # ~1e-8. A wrong mask or position would move them by the gradient's own size.
+    for x, y in zip(ga, gb, strict=True):
+        assert float((x - y).abs().max()) <= 1e-4 * float(y.abs().max()) + 1e-9
 
 
 def test_an_empty_micro_batch_weighs_nothing_but_reaches_every_parameter():

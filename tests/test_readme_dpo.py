@@ -32,6 +32,7 @@ def test_readme_dpo_commands_run(tmp_path, monkeypatch, capsys):
     train(validate_config(raw))
     commands = _commands()
     assert [c[:3] for c in commands] == [
+        ["instill", "quickstart", "--dpo"],
         ["instill", "train", "configs/dpo.yaml"],
         ["instill", "merge", "runs/quickstart/final"],
         ["instill", "data", "pairs"],
@@ -45,6 +46,21 @@ def test_readme_dpo_commands_run(tmp_path, monkeypatch, capsys):
         ],
         "merge": ["--dtype", "float32"],
         "data": ["--limit", "3", "--max-new-tokens", "8"],
+        # the whole demo with its DPO stage, shrunk (tests/test_quickstart_dpo.py checks it)
+        "quickstart": [
+            "model.path=tiny-random-gemma",
+            "data.sources.0.path=builtin:train?per_family=1",
+            "train.max_steps=1",
+            "quickstart.eval_per_family=1",
+            "quickstart.max_long_new_tokens=4",
+            "quickstart.dpo.prompts_per_family=1",
+            "quickstart.dpo.samples=2",
+            "quickstart.dpo.max_new_tokens=4",
+            "quickstart.dpo.max_steps=1",
+            "eval.max_new_tokens=4",
+            "train.logging.tensorboard=false",
+            f"output_dir={tmp_path}/runs/quickstart-dpo",
+        ],
     }
     for command in commands:
         argv = [re.sub(r"(^|=)runs/", rf"\g<1>{tmp_path}/runs/", arg) for arg in command[1:]]
@@ -52,6 +68,8 @@ def test_readme_dpo_commands_run(tmp_path, monkeypatch, capsys):
         if argv[0] == "train" and any(a.startswith("model.path=") for a in argv):
             extra = extra[1:]  # the README's own model.path (the merged SFT model) stays
         assert main([*argv, *extra]) == 0, argv
+    report = json.loads((tmp_path / "runs/quickstart-dpo/report/report.json").read_text())
+    assert report["comparison"]["models"] == ["base", "tuned", "tuned+dpo"]
     pairs = [json.loads(line) for line in (tmp_path / "runs/pairs/pairs.jsonl").open()]
     assert pairs and all(p["chosen"] != p["rejected"] for p in pairs)
     metrics = [json.loads(line) for line in (tmp_path / "runs/dpo/metrics.jsonl").open()]

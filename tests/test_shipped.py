@@ -25,6 +25,7 @@ def test_there_are_shipped_configs():
         "lora.yaml",
         "multi_gpu.yaml",
         "qlora.yaml",
+        "quality.yaml",
         "quickstart.yaml",
     ]
     assert [p.name for p in ACCELERATE_CONFIGS] == ["ddp.yaml", "deepspeed.yaml", "fsdp.yaml"]
@@ -128,6 +129,7 @@ def test_make_demo_commands_run(tmp_path):
         "data.sources.0.path=builtin:train?per_family=2",
         "train.max_steps=2",
         "quickstart.eval_per_family=1",
+        "quickstart.max_long_new_tokens=16",
         "eval.max_new_tokens=8",
         "train.sample_prompts=[]",
         "train.logging.tensorboard=false",
@@ -143,7 +145,7 @@ def test_make_demo_commands_run(tmp_path):
         outputs.append(proc.stdout)
     assert "[[" in outputs[0] and "<end_of_turn>]]" in outputs[0]  # examples shown, marked
     assert "rows read / kept / rejected" in outputs[0]
-    assert "Base vs tuned per split" in outputs[1] and "heldout_families" in outputs[1]
+    assert "base vs tuned per split" in outputs[1] and "heldout_families" in outputs[1]
     report = json.loads((out_dir / "report" / "report.json").read_text())
     assert report["comparison"]["models"] == ["base", "tuned"]
     assert (out_dir / "final" / "adapter_model.safetensors").is_file()

@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("config", nargs="?", default="configs/quickstart.yaml")
     q.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    q.add_argument(
+        "--dpo",
+        action="store_true",
+        help="add a third stage: preference pairs from the verifiers on the tuned model's "
+        "answers, DPO on top of it, and base vs tuned vs tuned+dpo in the same report "
+        "(quickstart.dpo.enabled=true)",
+    )
     q.set_defaults(func=cmd_quickstart)
 
     d = sub.add_parser("data", help="data utilities")
@@ -451,15 +458,24 @@ def _eval_section(args: argparse.Namespace, config: Config | None) -> EvalConfig
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rich.markdown import Markdown
 
     from instill.config import load_config
-    from instill.eval.runner import markdown_table
+    from instill.eval.runner import headline, markdown_table
     from instill.pipelines.quickstart import run_quickstart
 
-    config = load_config(args.config, args.overrides)
+    config_path, overrides = args.config, list(args.overrides)
+    if "=" in config_path and not Path(config_path).exists():
+        # `instill quickstart key=value ...`: no config given, the first word is an override
+        config_path, overrides = "configs/quickstart.yaml", [config_path, *overrides]
+    overrides += ["quickstart.dpo.enabled=true"] if args.dpo else []
+    config = load_config(config_path, overrides)
     comp = run_quickstart(config, log=lambda m: console.print(m, highlight=False))
-    console.print(Markdown("## Base vs tuned per split\n\n" + markdown_table(comp, "task")))
+    title = " vs ".join(comp["models"])
+    console.print(Markdown("## Headline\n\n" + headline(comp)))
+    console.print(Markdown(f"## {title} per split\n\n" + markdown_table(comp, "task")))
     console.print(Markdown("## Per family\n\n" + markdown_table(comp, "family")))
     for e in comp["examples"][:3]:
         console.rule(escape(f"{e['task']} / {e['id']}"), style="dim")

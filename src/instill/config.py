@@ -138,6 +138,12 @@ class EvalTaskConfig(_Strict):
     family: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
     limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+    stated_formats: Literal["off", "only"] = Field(
+        "off",
+        description='`only`: keep the prompts that state a checkable format in words ("in one '
+        'sentence", "no more than 50 words", "in JSON") and score them by it '
+        "(instill.eval.stated); for task files written by others, without constraint dicts.",
+    )
 
     @model_validator(mode="after")
     def _name_or_path(self) -> EvalTaskConfig:
@@ -177,6 +183,12 @@ class DPOConfig(_Strict):
         None,
         description="Directory of precomputed reference log-probs, keyed by model and data "
         "fingerprint; default <cache>/dpo-reference ($INSTILL_CACHE or ~/.cache/instill).",
+    )
+    share_prompt: bool = Field(
+        True,
+        description="Compute each pair's prompt once: one row `[prompt | chosen | rejected]` "
+        "whose attention mask hides the chosen answer from the rejected one (same log-probs as "
+        "two rows, fewer tokens). False: two padded rows per pair, as TRL.",
     )
 
 
@@ -548,6 +560,29 @@ class EvalConfig(_Strict):
     output_dir: str | None = Field(None, description="Default: <output_dir>/eval.")
 
 
+class QuickstartDPOConfig(_Strict):
+    """The optional third stage of `instill quickstart` (`--dpo`): preference pairs from the
+    verifiers on the SFT model's own answers, then DPO on top of the SFT model."""
+
+    enabled: bool = Field(False, description="Run the stage (also `instill quickstart --dpo`).")
+    prompts_per_family: int = Field(
+        4,
+        ge=1,
+        description="Training-split prompts per trained family the SFT model answers; they "
+        "are rows SFT did not train on, and none is an evaluation prompt.",
+    )
+    samples: int = Field(4, ge=2, description="Answers sampled per prompt.")
+    temperature: float = Field(1.0, gt=0, allow_inf_nan=False)
+    max_new_tokens: int = Field(
+        128, ge=1, description="Budget of each sampled answer (one that does not stop is rejected)."
+    )
+    epochs: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(5.0e-5, gt=0)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+
+
 class QuickstartConfig(_Strict):
     """`instill quickstart`: evaluate base, tune, evaluate tuned on the built-in suite."""
 
@@ -555,6 +590,13 @@ class QuickstartConfig(_Strict):
         3, ge=1, description="Prompts per family in each evaluation split."
     )
     examples: int = Field(3, ge=0, description="Side-by-side answers printed at the end.")
+    max_long_new_tokens: int = Field(
+        640,
+        ge=1,
+        description="Cap on the token budget of long-form prompts (each gets one from its "
+        "reference answer's length; short prompts use eval.max_new_tokens).",
+    )
+    dpo: QuickstartDPOConfig = Field(default_factory=QuickstartDPOConfig)
 
 
 class Config(_Strict):

@@ -26,6 +26,12 @@ How text is counted (approximate by design; the tests pin the behaviour down):
 - A **bullet** is a line starting, after optional spaces, with `- `, `* ` or `• ` and some text;
   horizontal rules such as `- - -` are not bullets. A **numbered item** is a line starting with
   digits followed by `.` or `)` and a space ("1. ", "2) ").
+- A **highlighted section** (`highlighted_sections`) is a non-empty `*text*` or `**text**` span
+  on one line; **sections** (`section_count`) are marked "<splitter> <number>" ("SECTION 1").
+  These, `postscript`, `two_responses`, `repeat_prompt`, `answer_options`,
+  `nth_paragraph_first_word`, `letter_frequency`, `capital_word_frequency` and
+  `paragraph_count`'s `separator` follow IFEval's checkers; each checker's docstring or comment
+  says where ours differ.
 - **Keywords** match case-insensitively as whole words: not inside a longer word ("cat" is not in
   "concatenate") but next to punctuation ("data-driven" contains "data"). The spaces of a
   multi-word keyword match any run of whitespace.
@@ -37,10 +43,22 @@ import difflib
 import json
 import operator
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from instill.data.text_counts import (
+    count_bullets,
+    count_capital_words,
+    count_highlights,
+    count_keyword,
+    count_numbered_items,
+    count_sections,
+    count_sentences,
+    count_words,
+    split_paragraphs,
+)
 from instill.errors import InstillError
 
 
@@ -83,6 +101,9 @@ class ConstraintResult:
 
 Checker = Callable[[str, Mapping[str, Any]], ConstraintResult]
 Describer = Callable[[Mapping[str, Any]], str]
+# Checks between arguments that a schema cannot state ("nth <= n_paragraphs"): returns None, or
+# (the offending argument, what is wrong with it).
+ArgsCheck = Callable[[Mapping[str, Any]], "tuple[str, str] | None"]
 
 
 # --------------------------------------------------------------------------- argument kinds
@@ -147,6 +168,7 @@ class _ConstraintType:
     params: dict[str, ParamKind]
     describe: Describer
     defaults: dict[str, Any] = field(default_factory=dict)
+    check_args: ArgsCheck | None = None
 
 
 _REGISTRY: dict[str, _ConstraintType] = {}
@@ -160,6 +182,7 @@ def register_constraint(
     describe: Describer,
     *,
     defaults: Mapping[str, Any] | None = None,
+    check_args: ArgsCheck | None = None,
 ) -> None:
     """Register a constraint type.
 
@@ -171,6 +194,8 @@ def register_constraint(
             `bool`, `NestedConstraint`, `NestedConstraintList`, or a tuple of allowed strings.
         describe: `describe(args) -> str`, the one-sentence instruction a prompt carries.
         defaults: values of the optional parameters; every other parameter is required.
+        check_args: optional `check_args(args) -> (argument, problem) | None`, run after the
+            schema has validated, for rules that relate arguments or narrow a kind.
 
     Raises:
         ConstraintError: if the name is malformed or taken, or the schema is malformed.
@@ -197,7 +222,7 @@ def register_constraint(
     extra = sorted(set(defaults) - set(params))
     if extra:
         raise ConstraintError(f"constraint {name!r}: defaults for unknown parameters {extra}")
-    _REGISTRY[name] = _ConstraintType(name, checker, dict(params), describe, defaults)
+    _REGISTRY[name] = _ConstraintType(name, checker, dict(params), describe, defaults, check_args)
 
 
 def constraint_types() -> list[str]:
@@ -300,6 +325,10 @@ def validate_constraint(c: dict, where: str = "") -> None:
         elif kind is NestedConstraintList:
             for i, sub in enumerate(value):
                 validate_constraint(sub, _join_where(where, f"{ctype}.{key}[{i}]"))
+    problem = spec.check_args(_args(c)) if spec.check_args else None
+    if problem:
+        argument, message = problem
+        raise ConstraintError(message, where=where, constraint_type=ctype, argument=argument)
 
 
 def _join_where(where: str, path: str) -> str:
@@ -354,75 +383,8 @@ def _describe_valid(c: Mapping[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- counting text
 
-_SENTENCE_END = (".", "!", "?", "…")
-_CLOSERS = "\"')]}’”»"
-_OPENERS = "\"'([{‘“«"
-_ABBREVIATIONS = frozenset({"e.g.", "i.e.", "vs.", "cf.", "mr.", "mrs.", "ms.", "dr.", "prof."})
-_PARAGRAPH_BREAK = re.compile(r"^[ \t]*\*{3,}[ \t]*$")
-_BULLET = re.compile(r"^[ \t]*[-*•][ \t]+\S")
-_RULE = re.compile(r"^[ \t]*([-*_])(?:[ \t]*\1){2,}[ \t]*$")
-_NUMBERED = re.compile(r"^[ \t]*\d+[.)][ \t]+\S")
-
-
-def _is_word(token: str) -> bool:
-    return any(ch.isalnum() for ch in token)
-
-
-def count_words(text: str) -> int:
-    """Whitespace-separated tokens containing at least one letter or digit."""
-    return sum(1 for token in text.split() if _is_word(token))
-
-
-def split_paragraphs(text: str) -> list[str]:
-    """Runs of non-blank lines, separated by blank lines or `***` lines; empty runs dropped."""
-    paragraphs: list[str] = []
-    current: list[str] = []
-    for line in text.splitlines():
-        if not line.strip() or _PARAGRAPH_BREAK.match(line):
-            if current:
-                paragraphs.append("\n".join(current))
-            current = []
-        else:
-            current.append(line)
-    if current:
-        paragraphs.append("\n".join(current))
-    return paragraphs
-
-
-def count_sentences(text: str) -> int:
-    """Sentences as described in the module docstring (approximate around abbreviations)."""
-    count = 0
-    for paragraph in split_paragraphs(text):
-        has_word = False
-        for token in paragraph.split():
-            has_word = has_word or _is_word(token)
-            core = token.rstrip(_CLOSERS)
-            ends = core.endswith(_SENTENCE_END)
-            if ends and core.lstrip(_OPENERS).lower() not in _ABBREVIATIONS:
-                count += 1 if has_word else 0
-                has_word = False
-        count += 1 if has_word else 0
-    return count
-
-
-def count_bullets(text: str) -> int:
-    """Lines that are Markdown bullets (`- `, `* `, `• `), horizontal rules excluded."""
-    return sum(1 for ln in text.splitlines() if _BULLET.match(ln) and not _RULE.match(ln))
-
-
-def count_numbered_items(text: str) -> int:
-    """Lines starting with a number and `.` or `)`, e.g. "1. " or "2) "."""
-    return sum(1 for ln in text.splitlines() if _NUMBERED.match(ln))
-
-
-def _keyword_pattern(keyword: str) -> re.Pattern[str]:
-    body = r"\s+".join(re.escape(part) for part in keyword.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
-
-
-def count_keyword(text: str, keyword: str) -> int:
-    """Case-insensitive whole-word occurrences of `keyword` in `text`."""
-    return len(_keyword_pattern(keyword).findall(text))
+# The counting rules live in instill.data.text_counts (the data layer's augmentation needs
+# them too); they are re-exported here, where the module docstring documents them.
 
 
 # --------------------------------------------------------------------------- helpers
@@ -552,13 +514,64 @@ _count_type(
     LIST_RELATIONS,
     "Include {rel} {noun}, each on its own line starting with its number, like '1.' or '2.'.",
 )
-_count_type(
+_DIVIDER = re.compile(r"\s?\*\*\*\s?")
+_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+
+
+def _divided_paragraphs(text: str) -> tuple[int, int | None]:
+    """IFEval's `***` paragraphs: (count, index of the first empty inner part or None).
+
+    The text is split on the markdown divider; an empty first or last part (a divider at the
+    very start or end) is not counted, an empty part between two dividers is an error.
+    """
+    parts = _DIVIDER.split(text)
+    count = len(parts)
+    for i, part in enumerate(parts):
+        if not part.strip():
+            if 0 < i < len(parts) - 1:
+                return count, i
+            count -= 1
+    return count, None
+
+
+def _check_paragraphs(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    rel, n, sep = args["relation"], args["n"], args["separator"]
+    if sep == "***":
+        got, empty_at = _divided_paragraphs(response)
+        if empty_at is not None:
+            return ConstraintResult(
+                False, f"paragraph {empty_at + 1} between two *** dividers is empty"
+            )
+        how = " separated by ***"
+    elif sep == "blank_line":
+        got = sum(1 for part in _BLANK_LINES.split(response) if part.strip())
+        how = " separated by blank lines"
+    else:
+        got, how = len(split_paragraphs(response)), ""
+    return ConstraintResult(
+        _COMPARE[rel](got, n),
+        f"{_plural(got, 'paragraph')}{how}, expected {_RELATION_TEXT[rel]} {n}",
+    )
+
+
+def _describe_paragraphs(args: Mapping[str, Any]) -> str:
+    how = {
+        "any": "separated by blank lines",
+        "blank_line": "separated by blank lines (not by *** lines)",
+        "***": "separated by the markdown divider ***",
+    }
+    noun = _plural(args["n"], "paragraph")
+    return f"Write {_RELATION_TEXT[args['relation']]} {noun}, {how[args['separator']]}."
+
+
+# `separator`: "any" (blank lines or `***` lines, see `split_paragraphs`), "blank_line" (only
+# blank lines; a `***` line is text) or "***" (IFEval's markdown-divider split).
+register_constraint(
     "paragraph_count",
-    lambda text: len(split_paragraphs(text)),
-    "paragraph",
-    "paragraphs",
-    LIST_RELATIONS,
-    "Write {rel} {noun}, separated by blank lines.",
+    _check_paragraphs,
+    {"relation": LIST_RELATIONS, "n": PositiveInt, "separator": ("any", "blank_line", "***")},
+    _describe_paragraphs,
+    defaults={"separator": "any"},
 )
 _count_type("word_count", count_words, "word", "words", RELATIONS, "Answer in {rel} {noun}.")
 _count_type(
@@ -783,6 +796,249 @@ register_constraint(
     lambda a: (
         "Use only ASCII characters in your response: no accented letters, emoji or "
         "non-Latin scripts."
+    ),
+)
+
+
+# --------------------------------------------------------------------------- IFEval-style types
+#
+# The following types follow IFEval's checkers (our own code, the same semantics); where the
+# original counts in a way ours does not (e.g. words), the docstring of each says which is used.
+
+# Unlike IFEval's unanchored search, the marker must start a line ("see the P.S. below" does not
+# count); the optional spaces and the case are IFEval's.
+_POSTSCRIPT = {
+    "P.S.": re.compile(r"^\s*p\.\s?s\.", re.IGNORECASE | re.MULTILINE),
+    "P.P.S.": re.compile(r"^\s*p\.\s?p\.\s?s", re.IGNORECASE | re.MULTILINE),
+}
+
+
+def _check_postscript(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    marker = args["marker"]
+    found = _POSTSCRIPT[marker].search(response)
+    if found:
+        line = response[found.start() :].strip().splitlines()[0]
+        return ConstraintResult(True, f"postscript {_snippet(line)}")
+    return ConstraintResult(False, f"no line starts with {marker!r}, expected a postscript")
+
+
+register_constraint(
+    "postscript",
+    _check_postscript,
+    {"marker": ("P.S.", "P.P.S.")},
+    lambda a: (
+        f"At the end of your response, please explicitly add a postscript starting with "
+        f"{a['marker']}"
+    ),
+    defaults={"marker": "P.S."},
+)
+
+register_constraint(
+    "highlighted_sections",
+    lambda r, a: ConstraintResult(
+        count_highlights(r) >= a["n"],
+        f"{_plural(count_highlights(r), 'highlighted section')}, expected at least {a['n']}",
+    ),
+    {"n": PositiveInt},
+    lambda a: (
+        f"Highlight at least {_plural(a['n'], 'section')} in your answer with markdown, "
+        "i.e. *highlighted section*."
+    ),
+)
+
+
+def _check_sections(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    got, n, splitter = count_sections(response, args["splitter"]), args["n"], args["splitter"]
+    return ConstraintResult(
+        got >= n,
+        f"{_plural(got, 'section')} marked '{splitter} <number>', expected at least {n}",
+    )
+
+
+register_constraint(
+    "section_count",
+    _check_sections,
+    {"splitter": NonEmptyStr, "n": PositiveInt},
+    lambda a: (
+        f"Your response must have {_plural(a['n'], 'section')}. Mark the beginning of each "
+        f"section with {a['splitter']} X, such as {a['splitter']} 1."
+    ),
+)
+
+RESPONSE_SEPARATOR = "******"
+
+
+def _check_two_responses(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    parts = response.split(RESPONSE_SEPARATOR)
+    kept = []
+    for i, part in enumerate(parts):
+        if part.strip():
+            kept.append(part.strip())
+        elif 0 < i < len(parts) - 1:  # an empty first or last part is allowed, as in IFEval
+            return ConstraintResult(False, f"response {i + 1} between two ****** is empty")
+    if len(kept) != 2:
+        return ConstraintResult(
+            False, f"{_plural(len(kept), 'response')} separated by ******, expected 2"
+        )
+    if kept[0] == kept[1]:
+        return ConstraintResult(False, "the two responses are identical")
+    return ConstraintResult(True, "two different responses separated by ******")
+
+
+register_constraint(
+    "two_responses",
+    _check_two_responses,
+    {},
+    lambda a: (
+        "Give two different responses, separated by 6 asterisk symbols (******) and nothing else."
+    ),
+)
+
+
+def _check_repeat(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    prompt = args["prompt"].strip()
+    text = response.strip()
+    if text.lower().startswith(prompt.lower()):
+        return ConstraintResult(True, "starts by repeating the request")
+    at = next(
+        (i for i, (a, b) in enumerate(zip(text.lower(), prompt.lower(), strict=False)) if a != b),
+        min(len(text), len(prompt)),
+    )
+    return ConstraintResult(
+        False,
+        f"does not start with the request: differs at character {at} "
+        f"({_snippet(text[at : at + 20])}, expected {_snippet(prompt[at : at + 20])})",
+    )
+
+
+register_constraint(
+    "repeat_prompt",
+    _check_repeat,
+    {"prompt": NonEmptyStr},
+    lambda a: (
+        "First repeat the request word for word without change, then give your answer; say "
+        "nothing before the repeated request, and do not repeat this sentence."
+    ),
+)
+
+
+def _check_options(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    found = [o for o in args["options"] if o in response]
+    if found:
+        return ConstraintResult(True, f"contains the option {found[0]!r}")
+    return ConstraintResult(
+        False, f"contains none of the options {_quote_list(args['options'], 'or')}"
+    )
+
+
+register_constraint(
+    "answer_options",
+    _check_options,
+    {"options": NonEmptyStrList},
+    lambda a: f"Answer with one of the following options: {_quote_list(a['options'], 'or')}.",
+)
+
+_WORD_EDGES = "".join(sorted(set(string.punctuation + "“”‘’«»…")))
+
+
+def _first_word(paragraph: str) -> str:
+    for token in paragraph.split():
+        word = token.strip(_WORD_EDGES)
+        if word:
+            return word.lower()
+    return ""
+
+
+# IFEval's split on "\n\n"; where it silently skips an empty inner part, an extra blank line here
+# fails, and the first word loses leading and trailing punctuation ("**Rain**," -> "rain").
+def _check_nth_paragraph(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    parts = re.split(r"\n\n", response)
+    paragraphs = []
+    for i, part in enumerate(parts):
+        if part.strip():
+            paragraphs.append(part.strip())
+        elif 0 < i < len(parts) - 1:
+            return ConstraintResult(
+                False, f"part {i + 1} between two blank lines is empty (an extra blank line)"
+            )
+    want_n, nth, want = args["n_paragraphs"], args["nth"], args["first_word"].strip().lower()
+    if len(paragraphs) != want_n:
+        return ConstraintResult(
+            False, f"{_plural(len(paragraphs), 'paragraph')}, expected exactly {want_n}"
+        )
+    got = _first_word(paragraphs[nth - 1])
+    if got != want:
+        return ConstraintResult(False, f"paragraph {nth} starts with {got!r}, expected {want!r}")
+    return ConstraintResult(
+        True, f"{_plural(want_n, 'paragraph')}, paragraph {nth} starts {want!r}"
+    )
+
+
+def _nth_in_range(args: Mapping[str, Any]) -> tuple[str, str] | None:
+    if args["nth"] > args["n_paragraphs"]:
+        return "nth", (
+            f"'nth' must be at most 'n_paragraphs' ({args['n_paragraphs']}), got {args['nth']}"
+        )
+    return None
+
+
+register_constraint(
+    "nth_paragraph_first_word",
+    _check_nth_paragraph,
+    {"n_paragraphs": PositiveInt, "nth": PositiveInt, "first_word": NonEmptyStr},
+    lambda a: (
+        f"Write exactly {_plural(a['n_paragraphs'], 'paragraph')} separated by blank lines, "
+        f'and start paragraph {a["nth"]} with the word "{a["first_word"]}".'
+    ),
+    check_args=_nth_in_range,
+)
+
+FREQUENCY_RELATIONS = ("at_least", "less_than")
+
+
+def _check_letter(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    letter, rel, n = args["letter"].lower(), args["relation"], args["n"]
+    got = response.lower().count(letter)
+    return ConstraintResult(
+        _COMPARE[rel](got, n),
+        f"the letter {letter!r} appears {_plural(got, 'time')}, expected {_RELATION_TEXT[rel]} {n}",
+    )
+
+
+def _one_letter(args: Mapping[str, Any]) -> tuple[str, str] | None:
+    letter = args["letter"]
+    if len(letter) != 1 or not ("a" <= letter.lower() <= "z"):
+        return "letter", f"'letter' must be a single ASCII letter a-z, got {_show(letter)}"
+    return None
+
+
+register_constraint(
+    "letter_frequency",
+    _check_letter,
+    {"letter": NonEmptyStr, "relation": FREQUENCY_RELATIONS, "n": PositiveInt},
+    lambda a: (
+        f'Use the letter "{a["letter"].lower()}" {_RELATION_TEXT[a["relation"]]} '
+        f"{_plural(a['n'], 'time')} in your response."
+    ),
+    check_args=_one_letter,
+)
+
+
+def _check_capital_words(response: str, args: Mapping[str, Any]) -> ConstraintResult:
+    got, rel, n = count_capital_words(response), args["relation"], args["n"]
+    return ConstraintResult(
+        _COMPARE[rel](got, n),
+        f"{_plural(got, 'all-capital word')}, expected {_RELATION_TEXT[rel]} {n}",
+    )
+
+
+register_constraint(
+    "capital_word_frequency",
+    _check_capital_words,
+    {"relation": FREQUENCY_RELATIONS, "n": PositiveInt},
+    lambda a: (
+        "Use words written in all capital letters "
+        f"{_RELATION_TEXT[a['relation']]} {_plural(a['n'], 'time')} in your response."
     ),
 )
 

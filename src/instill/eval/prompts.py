@@ -41,20 +41,20 @@ def task_prompts(task: EvalTask) -> list[EvalPrompt]:
 
 def builtin_suite_prompts(config: Config) -> list[EvalPrompt]:
     """The evaluation splits of the built-in suite the config trains on (seed of its source)."""
+    from instill.data.builtin.source import suite_kwargs
     from instill.data.builtin.suite import build_suite
     from instill.eval.builtin_tasks import suite_tasks, task_name
 
-    # The source's own defaults (seed 0, 80 rows per family): evaluation prompts that collide
-    # with a training prompt are regenerated, so the training size is part of the suite.
-    seed, train_per_family = 0, 80
+    # The source's own defaults (seed 0, 80 rows per family...): evaluation prompts that collide
+    # with a training prompt are regenerated, so the training rows are part of the suite.
+    kwargs = suite_kwargs("builtin:train", {})
     for src in config.data.sources if config.data else []:
         if src.path.startswith("builtin:"):
-            query = parse_qs(src.path.partition("?")[2])
-            seed = int(query.get("seed", ["0"])[-1])
-            train_per_family = int(query.get("per_family", ["80"])[-1])
+            query = {k: v[-1] for k, v in parse_qs(src.path.partition("?")[2]).items()}
+            kwargs = suite_kwargs(src.path, query)
             break
-    per_family = max(BUILTIN_EVAL_PER_FAMILY, config.quickstart.eval_per_family)
-    suite = build_suite(seed, train_per_family, per_family)
+    kwargs["eval_per_family"] = max(BUILTIN_EVAL_PER_FAMILY, config.quickstart.eval_per_family)
+    suite = build_suite(**kwargs)
     out = []
     for task in suite_tasks(suite):
         task.name = task_name(task.name)

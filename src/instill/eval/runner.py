@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -59,11 +60,31 @@ def score_answer(task: EvalTask, item: EvalItem, response: str) -> tuple[float, 
 
         passed, results = check_all(response, list(item.constraints))
         failed = [r.detail for r in results if not r.passed]
-        return (1.0 if passed else 0.0), {"constraints_failed": failed}
+        details: dict = {"constraints_failed": failed}
+        asked = length_asked(item.constraints)
+        if asked is not None:
+            from instill.eval.constraints import count_words
+
+            details["length_asked"] = asked
+            details["words_written"] = count_words(response)
+        return (1.0 if passed else 0.0), details
     from instill.eval.metrics import score
 
     value = score(metric, response, item.reference, **(options or {}))
     return float(value), {}
+
+
+def length_asked(constraints: Sequence[dict]) -> dict | None:
+    """The word count a prompt asks for (`{"relation", "n"}`), from its first `word_count`
+    constraint (nested ones in `all_of` included); None when it asks for none."""
+    for c in constraints:
+        if c.get("type") == "word_count":
+            return {"relation": c["relation"], "n": c["n"]}
+        if c.get("type") == "all_of":
+            found = length_asked(c.get("constraints") or [])
+            if found is not None:
+                return found
+    return None
 
 
 def evaluate(
@@ -105,7 +126,12 @@ def _evaluate(lm, tasks, sampling, advance) -> list[Record]:
                 sampling.seed,
                 sampling.batch_size,
             )
-            gens = generator.generate([item.messages for item in task.items], cfg, advance)
+            gens = generator.generate(
+                [item.messages for item in task.items],
+                cfg,
+                advance,
+                budgets=[item.max_new_tokens for item in task.items],
+            )
             for item, gen in zip(task.items, gens, strict=True):
                 value, details = score_answer(task, item, gen.text)
                 records.append(
@@ -315,7 +341,67 @@ def compare(
                     shown += 1
                     if shown >= examples_per_task:
                         break
-    return {"models": list(models), "baseline": base_name, "rows": rows, "examples": examples}
+    return {
+        "models": list(models),
+        "baseline": base_name,
+        "rows": rows,
+        "examples": examples,
+        "lengths": length_rows(records, models),
+    }
+
+
+LENGTH_BUCKETS = ((0, 100), (100, 200), (200, 300), (300, 10**9))
+_RELATION_HOLDS = {
+    "exactly": operator.eq,
+    "at_least": operator.ge,
+    "at_most": operator.le,
+    "less_than": operator.lt,
+    "more_than": operator.gt,
+}
+
+
+def length_rows(records: Sequence[Record], models: Sequence[str]) -> list[dict]:
+    """Length asked vs length written: prompts that ask for a word count, grouped by the
+    relation (at least / at most...) and size asked; per model the median words written, the
+    share of answers within the length asked, and the stop rate."""
+    groups: dict[tuple[str, int, int], dict[str, list[Record]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in records:
+        asked = (r.details or {}).get("length_asked")
+        if r.model not in models or asked is None:
+            continue
+        lo, hi = next(b for b in LENGTH_BUCKETS if b[0] <= asked["n"] < b[1])
+        kind = (
+            "at least"
+            if asked["relation"] in ("at_least", "more_than")
+            else ("at most" if asked["relation"] in ("at_most", "less_than") else "exactly")
+        )
+        groups[(kind, lo, hi)][r.model].append(r)
+    out = []
+    for (kind, lo, hi), per_model in sorted(groups.items()):
+        row: dict = {"asked": kind, "words": [lo, hi if hi < 10**9 else None], "models": {}}
+        for m in models:
+            rs = per_model.get(m, [])
+            if not rs:
+                continue
+            written = sorted(r.details["words_written"] for r in rs)
+            within = [
+                _RELATION_HOLDS[r.details["length_asked"]["relation"]](
+                    r.details["words_written"], r.details["length_asked"]["n"]
+                )
+                for r in rs
+            ]
+            stops = [r.stopped for r in rs if r.stopped is not None]
+            row["models"][m] = {
+                "n": len(rs),
+                "median_asked": sorted(r.details["length_asked"]["n"] for r in rs)[len(rs) // 2],
+                "median_written": written[len(written) // 2],
+                "within": sum(within) / len(within),
+                "stop_rate": (sum(stops) / len(stops)) if stops else None,
+            }
+        out.append(row)
+    return out
 
 
 def _in(r: Record, level: str, key: str) -> bool:
@@ -356,42 +442,130 @@ def _signed(x: float | None) -> str:
     return f"{100 * x:+.1f}"
 
 
-def chart_png(comparison: dict, path: Path) -> None:
-    """Bar chart of the score per family, one bar per model."""
-    import io
+def length_table(comparison: dict) -> str:
+    """Markdown: length asked vs length written per model (empty when no prompt asks)."""
+    rows = comparison.get("lengths") or []
+    if not rows:
+        return ""
+    models = comparison["models"]
+    head = ["asked", "n", "median asked"]
+    for m in models:
+        head += [f"median written {m}", f"within length {m}", f"stopped {m}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lo, hi = row["words"]
+        label = f"{row['asked']} {lo}-{hi - 1} words" if hi else f"{row['asked']} {lo}+ words"
+        first = next(iter(row["models"].values()))
+        cells = [label, str(first["n"]), str(first["median_asked"])]
+        for m in models:
+            s = row["models"].get(m) or {}
+            cells += [
+                str(s.get("median_written", "-")),
+                _pct(s.get("within")),
+                _pct(s.get("stop_rate")),
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
+
+def headline(comparison: dict) -> str:
+    """One line per split and overall: scores, the delta with its interval, stop rates."""
+    models = comparison["models"]
+    parts = []
+    rows = [r for r in comparison["rows"] if r["level"] == "overall"]
+    for row in rows + [r for r in comparison["rows"] if r["level"] == "task"]:
+        stats = [row["models"].get(m) or {} for m in models]
+        pairs = list(zip(models, stats, strict=True))
+        scores = " vs ".join(f"{m} {_pct(s.get('score'))}" for m, s in pairs)
+        deltas = "".join(
+            f", {m} {_signed(s.get('delta'))} ({_signed(s.get('ci95', [math.nan] * 2)[0])}, "
+            f"{_signed(s.get('ci95', [math.nan] * 2)[1])})"
+            for m, s in pairs[1:]
+        )
+        stops = "/".join(_pct(s.get("stop_rate")) for s in stats)
+        name = "all prompts" if row["level"] == "overall" else row["name"]
+        n = next((s["n"] for s in stats if s), 0)
+        parts.append(f"- **{name}** (n={n}): {scores}{deltas}; stopped {stops}%")
+    return "\n".join(parts)
+
+
+def _figure():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in comparison["rows"] if r["level"] in ("family", "overall")]
-    names = [r["name"] for r in rows]
-    models = comparison["models"]
-    width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4.5))
-    for k, m in enumerate(models):
-        vals = [100 * ((r["models"].get(m) or {}).get("score") or 0) for r in rows]
-        ax.bar([i + k * width for i in range(len(names))], vals, width, label=m)
-    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(names))])
-    ax.set_xticklabels(names, rotation=30, ha="right")
-    ax.set_ylabel("score (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    ax.set_title("instill eval: score per task family")
+    return plt
+
+
+def _save(fig, plt, path: Path) -> None:
+    import io
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     write_atomic(path, buf.getvalue())
 
 
-def html_page(comparison: dict, png: bytes) -> str:
+def chart_png(comparison: dict, path: Path) -> None:
+    """The summary chart: the score per split (task) and overall, one bar per model, with the
+    paired 95% interval of each model's delta drawn on its bar."""
+    plt = _figure()
+    rows = [r for r in comparison["rows"] if r["level"] in ("task", "overall")]
+    names = [r["name"] if r["level"] == "task" else "all" for r in rows]
+    models = comparison["models"]
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(min(12, max(6, 1.4 * len(names) + 2)), 4.2))
+    for k, m in enumerate(models):
+        stats = [r["models"].get(m) or {} for r in rows]
+        vals = [100 * (s.get("score") or 0) for s in stats]
+        xs = [i + k * width for i in range(len(names))]
+        ax.bar(xs, vals, width, label=m)
+        if k:
+            base = [100 * ((r["models"].get(models[0]) or {}).get("score") or 0) for r in rows]
+            lo = [b + 100 * s.get("ci95", [0, 0])[0] for b, s in zip(base, stats, strict=True)]
+            hi = [b + 100 * s.get("ci95", [0, 0])[1] for b, s in zip(base, stats, strict=True)]
+            ax.vlines(xs, lo, hi, colors="black", linewidth=1)
+    ax.set_xticks([i + width * (len(models) - 1) / 2 for i in range(len(names))])
+    ax.set_xticklabels(names, rotation=15, ha="right")
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.set_title("score per split (lines: 95% interval of the gain over the baseline)")
+    _save(fig, plt, path)
+
+
+def family_chart_png(comparison: dict, path: Path) -> None:
+    """Per family, one horizontal bar per model, sorted by the last model's score; the height
+    grows with the number of families so 50+ stay readable."""
+    plt = _figure()
+    models = comparison["models"]
+    rows = [r for r in comparison["rows"] if r["level"] == "family"]
+    rows.sort(key=lambda r: ((r["models"].get(models[-1]) or {}).get("score") or 0, r["name"]))
+    height = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.12 + 0.22 * len(rows) * max(1, len(models) / 2))))
+    for k, m in enumerate(models):
+        vals = [100 * ((r["models"].get(m) or {}).get("score") or 0) for r in rows]
+        ax.barh([i + k * height for i in range(len(rows))], vals, height, label=m)
+    ax.set_yticks([i + height * (len(models) - 1) / 2 for i in range(len(rows))])
+    ax.set_yticklabels([r["name"] for r in rows], fontsize=7)
+    ax.set_xlabel("score (%)")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(-0.5, len(rows))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("score per family")
+    _save(fig, plt, path)
+
+
+def html_page(comparison: dict, png: bytes, families_png: bytes | None = None) -> str:
     import base64
     import html
 
-    def table(level: str) -> str:
-        md = markdown_table(comparison, level).splitlines()
+    def table(md_text: str) -> str:
+        md = md_text.splitlines()
+        if not md:
+            return ""
         head = [c.strip() for c in md[0].strip("|").split("|")]
         body = [[c.strip() for c in line.strip("|").split("|")] for line in md[2:]]
         th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
@@ -411,26 +585,43 @@ def html_page(comparison: dict, png: bytes) -> str:
             f"<div class='ex'><h3>{html.escape(e['task'])} / {html.escape(e['id'])}</h3>"
             f"<pre>{html.escape(e['prompt'])}</pre>{answers}</div>"
         )
-    img = base64.b64encode(png).decode()
+
+    def img(data: bytes | None, alt: str) -> str:
+        if not data:
+            return ""
+        return f"<img alt='{alt}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+
+    lines = headline(comparison).splitlines()
+    items = "".join(
+        "<li>" + html.escape(line.removeprefix("- ")).replace("**", "") + "</li>" for line in lines
+    )
+    lengths = length_table(comparison)
     style = (
-        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
-        "collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "img{max-width:100%;height:auto}table{border-collapse:collapse;display:block;"
+        "overflow-x:auto}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "pre{background:#f6f6f6;padding:6px;white-space:pre-wrap}.ex{border-top:1px solid "
         "#ddd;margin-top:1em}"
     )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>instill eval</title>"
         f"<style>{style}</style></head><body><h1>instill eval</h1>"
+        f"<h2>Headline</h2><ul>{items}</ul>"
         f"<p>Baseline: {html.escape(comparison['baseline'])}. Scores in %, deltas in points "
-        f"with paired 95% bootstrap intervals.</p><img src='data:image/png;base64,{img}'>"
-        f"<h2>Per family</h2>{table('family')}<h2>Per task</h2>{table('task')}"
-        f"<h2>Overall</h2>{table('overall')}<h2>Examples where the models differ</h2>"
-        f"{''.join(ex)}</body></html>"
+        f"with paired 95% bootstrap intervals; stopped = answers that ended with the "
+        f"end-of-turn token.</p>{img(png, 'score per split')}"
+        f"<h2>Per split</h2>{table(markdown_table(comparison, 'task'))}"
+        + (f"<h2>Length asked vs written</h2>{table(lengths)}" if lengths else "")
+        + f"<h2>Per family</h2>{img(families_png, 'score per family')}"
+        f"{table(markdown_table(comparison, 'family'))}"
+        f"<h2>Overall</h2>{table(markdown_table(comparison, 'overall'))}"
+        f"<h2>Examples where the models differ</h2>{''.join(ex)}</body></html>"
     )
 
 
 def write_report(out_dir: Path, records: Sequence[Record], comparison: dict) -> dict[str, Path]:
-    """records-<model>.jsonl, report.json, report.md, chart.png, report.html in `out_dir`.
+    """records-<model>.jsonl, report.json, report.md (headline first), chart.png (per split),
+    families.png (per family) and report.html in `out_dir`.
 
     Everything is written into a sibling temp dir that replaces `out_dir` only when complete,
     so a crash leaves either the previous report or the new one, never half of one.
@@ -452,16 +643,22 @@ def write_report(out_dir: Path, records: Sequence[Record], comparison: dict) -> 
         summary = {"comparison": comparison, "summary": summarize(records)}
         names["json"] = "report.json"
         (tmp / "report.json").write_text(json.dumps(summary, indent=2, default=str))
+        lengths = length_table(comparison)
         md = [
             "# instill eval",
             "",
+            "## Headline",
+            "",
+            headline(comparison),
+            "",
+            "## Per split",
+            "",
+            markdown_table(comparison, "task"),
+            "",
+            *(["## Length asked vs written", "", lengths, ""] if lengths else []),
             "## Per family",
             "",
             markdown_table(comparison, "family"),
-            "",
-            "## Per task",
-            "",
-            markdown_table(comparison, "task"),
             "",
             "## Overall",
             "",
@@ -472,9 +669,14 @@ def write_report(out_dir: Path, records: Sequence[Record], comparison: dict) -> 
         (tmp / "report.md").write_text("\n".join(md), encoding="utf-8")
         names["png"] = "chart.png"
         chart_png(comparison, tmp / "chart.png")
+        names["families_png"] = "families.png"
+        family_chart_png(comparison, tmp / "families.png")
         names["html"] = "report.html"
         (tmp / "report.html").write_text(
-            html_page(comparison, (tmp / "chart.png").read_bytes()), encoding="utf-8"
+            html_page(
+                comparison, (tmp / "chart.png").read_bytes(), (tmp / "families.png").read_bytes()
+            ),
+            encoding="utf-8",
         )
     return {k: out_dir / v for k, v in names.items()}
 
@@ -496,6 +698,7 @@ def build_tasks(specs: Sequence[Any]) -> list[EvalTask]:
                     family=spec.family,
                     max_new_tokens=spec.max_new_tokens,
                     limit=spec.limit,
+                    stated_formats=spec.stated_formats,
                 )
             )
         else:

@@ -36,6 +36,7 @@ class EvalItem:
     family: str | None = None
     metric: str | None = None  # overrides the task's metric for this prompt
     metric_options: dict | None = None
+    max_new_tokens: int | None = None  # this prompt's own budget (a long-form request)
 
 
 @dataclass
@@ -106,8 +107,17 @@ def load_task_file(
     family: str | None = None,
     max_new_tokens: int | None = None,
     limit: int | None = None,
+    stated_formats: str = "off",
 ) -> EvalTask:
-    """Read a task file; every row is validated and a bad row is an error naming file and line."""
+    """Read a task file; every row is validated and a bad row is an error naming file and line.
+
+    Rows may be in any training format or Self-Instruct's task shape (`instruction` with
+    `instances: [{input, output}]`: the first instance is the prompt's input and reference).
+    With `stated_formats="only"` the task keeps just the prompts that state a checkable format
+    in words (`instill.eval.stated`), scored by the constraints found (metric `constraints`).
+    """
+    if stated_formats not in ("off", "only"):
+        raise InstillError(f"stated_formats must be 'off' or 'only', got {stated_formats!r}")
     from instill.eval.metrics import validate_metric_options
 
     # `constraints` scores each row by its own verifiable constraints (eval/constraints.py).
@@ -118,10 +128,19 @@ def load_task_file(
         for raw in rows:
             if isinstance(raw, RowError):
                 raise raw
-            items.append(parse_eval_row(raw, kind, metric))
+            item = parse_eval_row(raw, kind, metric)
+            if stated_formats == "only":
+                item = _with_stated_format(item)
+                if item is None:
+                    continue
+            items.append(item)
             if limit and len(items) >= limit:
                 break
     if not items:
+        if stated_formats == "only":
+            raise InstillError(
+                f"{path}: no prompt states a checkable format (stated_formats: only)"
+            )
         raise InstillError(f"{path}: the task file has no rows")
     return EvalTask(
         name=name or Path(path).stem,
@@ -132,6 +151,18 @@ def load_task_file(
         family=family,
         max_new_tokens=max_new_tokens,
     )
+
+
+def _with_stated_format(item: EvalItem) -> EvalItem | None:
+    """The item scored by the formats its last user turn states; None when it states none."""
+    from dataclasses import replace
+
+    from instill.eval.stated import stated_constraints
+
+    found = stated_constraints(item.messages[-1].content)
+    if not found:
+        return None
+    return replace(item, constraints=tuple(found), metric="constraints", metric_options={})
 
 
 def parse_eval_row(raw: RawRow, kind: TaskKind, metric: str) -> EvalItem:
@@ -209,6 +240,17 @@ def parse_eval_row(raw: RawRow, kind: TaskKind, metric: str) -> EvalItem:
 
             validate_metric_options(row_metric, row_options or {}, where=where)
     family = row.get("family")
+    budget = row.get("max_new_tokens")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
+        raise RowError(
+            where,
+            "max_new_tokens",
+            "wrong_type",
+            f"max_new_tokens must be a positive integer (this prompt's token budget), got "
+            f"{budget!r}",
+        )
     return EvalItem(
         id=str(row.get("id", where)),
         messages=tuple(messages),
@@ -218,6 +260,7 @@ def parse_eval_row(raw: RawRow, kind: TaskKind, metric: str) -> EvalItem:
         family=str(family) if family is not None else None,
         metric=row_metric,
         metric_options=dict(row_options or {}) if row_metric is not None else None,
+        max_new_tokens=budget,
     )
 
 
@@ -249,9 +292,23 @@ def _prompt_and_reference(row: Mapping[str, Any], where: str) -> tuple[list[Mess
         messages = []
         if isinstance(row.get("system"), str) and row["system"]:
             messages.append(Message("system", row["system"]))
-        context = row.get("input") or None
+        context, reference = row.get("input") or None, row.get("output")
+        if "instances" in row:  # Self-Instruct's task shape: the first instance
+            instances = row["instances"]
+            if (
+                not isinstance(instances, list)
+                or not instances
+                or not isinstance(instances[0], Mapping)
+            ):
+                raise RowError(
+                    where,
+                    "instances",
+                    "wrong_type",
+                    "instances must be a non-empty list of {input, output} objects",
+                )
+            context = instances[0].get("input") or None
+            reference = instances[0].get("output")
         messages.append(Message("user", row["instruction"], context=context))
-        reference = row.get("output")
     else:
         raise RowError(
             where,

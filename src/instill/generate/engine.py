@@ -85,20 +85,29 @@ class Generator:
         conversations: Sequence[Sequence[Message]],
         sampling: SamplingConfig | None = None,
         on_batch: Callable[[int], None] | None = None,
+        budgets: Sequence[int | None] | None = None,
     ) -> list[Generation]:
         """Answer each conversation (its last message must be the user's), in input order.
 
         `on_batch`, if given, is called with 1 as each answer finishes (progress bars).
+        `budgets`, if given, is each conversation's own `max_new_tokens` (None: the sampling
+        config's); short and long answers still share the running batch.
         """
         from instill.generate.stream import DecodeRequest
 
         sampling = sampling or SamplingConfig()
         prompts = [self.prompt_ids(c) for c in conversations]
+        if budgets is not None and len(budgets) != len(prompts):
+            raise ValueError(f"{len(budgets)} budgets for {len(prompts)} conversations")
+        limits = [
+            (b if b is not None else sampling.max_new_tokens)
+            for b in (budgets if budgets is not None else [None] * len(prompts))
+        ]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         requests = [
             DecodeRequest(
                 prompt_ids=prompts[i],
-                max_new_tokens=sampling.max_new_tokens,
+                max_new_tokens=limits[i],
                 temperature=sampling.temperature if sampling.do_sample else 0.0,
                 top_p=sampling.top_p if sampling.do_sample else 1.0,
                 seed=sampling.seed + i if sampling.do_sample else None,

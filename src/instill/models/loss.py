@@ -59,15 +59,39 @@ def labelled_logprobs(
     keep = targets != IGNORE_INDEX
     counts = keep.sum(dim=1)  # [batch]
     selected = hidden[:, :-1][keep]  # [n, dim]
-    flat_targets = targets[keep]  # [n]
-    row_of = keep.nonzero()[:, 0]  # [n]
+    sums = indexed_logprobs(
+        selected, targets[keep], keep.nonzero()[:, 0], hidden, lm_head, chunk_tokens, softcap
+    )
+    return sums, counts
+
+
+def indexed_logprobs(
+    selected: torch.Tensor,
+    flat_targets: torch.Tensor,
+    row_of: torch.Tensor,
+    hidden: torch.Tensor,
+    lm_head: nn.Module,
+    chunk_tokens: int = 1024,
+    softcap: float | None = None,
+    n_rows: int | None = None,
+) -> torch.Tensor:
+    """Per-row sums of log p(target) from the hidden states that predict them.
+
+    Args:
+        selected: `[n, dim]` the hidden state before each target.
+        flat_targets: `[n]` the target ids.
+        row_of: `[n]` the output row each target adds to.
+        hidden: the batch's hidden states (only used when `n == 0`, to keep the graph).
+        n_rows: output rows (default `hidden.shape[0]`).
+    """
+    n_rows = hidden.shape[0] if n_rows is None else n_rows
     n = int(flat_targets.numel())
     if n == 0:
         # Nothing labelled (an empty micro-batch of a rank at the end of an epoch), but every
         # parameter must still take part in backward, or DDP ranks fall out of step.
-        zero = lm_head(hidden[:, :1]).float().sum() * 0.0
-        return zero.expand(hidden.shape[0]).clone(), counts
-    sums = hidden.new_zeros(hidden.shape[0], dtype=torch.promote_types(hidden.dtype, torch.float32))
+        zero = lm_head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0
+        return zero.expand(n_rows).clone()
+    sums = hidden.new_zeros(n_rows, dtype=torch.promote_types(hidden.dtype, torch.float32))
     for start in range(0, n, chunk_tokens):
         h = selected[start : start + chunk_tokens]
         t = flat_targets[start : start + chunk_tokens]
@@ -76,7 +100,7 @@ def labelled_logprobs(
         else:
             nll = _chunk_nll(lm_head, h, t, softcap)
         sums = sums.index_add(0, row_of[start : start + chunk_tokens], -nll.to(sums.dtype))
-    return sums, counts
+    return sums
 
 
 def supervised_ce_sum(

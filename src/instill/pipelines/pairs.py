@@ -56,25 +56,31 @@ def builtin_checkables(spec: str = "builtin:train") -> list[Checkable]:
     """
     from urllib.parse import parse_qs
 
-    from instill.data.builtin.suite import SPLITS, build_suite, eval_row
-    from instill.data.sources import RawRow
+    from instill.data.builtin.source import PARAMETERS, suite_kwargs
+    from instill.data.builtin.suite import SPLITS, build_suite
     from instill.errors import InstillError
-    from instill.eval.tasks import parse_eval_row
 
     body = spec.removeprefix("builtin:")
     split, _, query = body.partition("?")
     if split not in SPLITS:
         raise InstillError(f"{spec}: unknown built-in split {split!r}; use one of {SPLITS}")
-    params = {k: int(v[-1]) for k, v in parse_qs(query).items()}
-    unknown = sorted(set(params) - {"seed", "per_family", "eval_per_family"})
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise InstillError(f"{spec}: unknown parameter(s) {', '.join(unknown)}")
-    suite = build_suite(
-        params.get("seed", 0), params.get("per_family", 80), params.get("eval_per_family", 6)
-    )
-    rows = suite.rows[split]
+    suite = build_suite(**suite_kwargs(spec, params))
+    return suite_checkables(suite.rows[split], f"builtin-{split}")
+
+
+def suite_checkables(rows: Sequence[dict], name: str = "builtin") -> list[Checkable]:
+    """Built-in suite rows (`instill.data.builtin.suite.make_row`) as checkable prompts whose
+    candidate chosen answer is the row's own answer."""
+    from instill.data.builtin.suite import eval_row
+    from instill.data.sources import RawRow
+    from instill.eval.tasks import parse_eval_row
+
     items = [parse_eval_row(RawRow(eval_row(r), r["id"]), "generate", "exact_match") for r in rows]
-    task = EvalTask(name=f"builtin-{split}", items=items, max_new_tokens=96)
+    task = EvalTask(name=name, items=items, max_new_tokens=96)
     return [
         Checkable(task, item, row["messages"][-1]["content"])
         for item, row in zip(items, rows, strict=True)
@@ -117,14 +123,16 @@ def build_pairs(
         checkables: the prompts with their checkers.
         samples: answers sampled per prompt (seeded: prompt k's j-th answer uses seed
             `sampling.seed + k * samples + j`, whatever the batch).
-        sampling: decoding settings; default temperature 1.0, 128 new tokens.
+        sampling: decoding settings; default temperature 1.0, 128 new tokens (a prompt with
+            its own `max_new_tokens`, a long-form request, keeps its own budget).
         on_answer: called with 1 per finished answer (progress).
     """
     sampling = sampling or SamplingConfig(max_new_tokens=128, do_sample=True, temperature=1.0)
     if not sampling.do_sample and samples > 1:
         raise ValueError("samples > 1 needs sampling (do_sample with a temperature > 0)")
     conversations = [c.item.messages for c in checkables for _ in range(samples)]
-    answers = generator.generate(conversations, sampling, on_batch=on_answer)
+    budgets = [c.item.max_new_tokens for c in checkables for _ in range(samples)]
+    answers = generator.generate(conversations, sampling, on_batch=on_answer, budgets=budgets)
     rows: list[dict] = []
     outcome: Counter[str] = Counter()
     for k, c in enumerate(checkables):

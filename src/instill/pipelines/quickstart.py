@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -31,13 +32,14 @@ def suite_params(config: Config) -> dict:
             "instill quickstart trains on the built-in suite: data.sources must include "
             "`builtin:train` (e.g. path: builtin:train?per_family=30)"
         )
-    query = parse_qs(specs[0].partition("?")[2])
-    return {
-        # The `builtin:` source's own default (0), so the exported eval suite is the one the
-        # training rows came from whatever the run's seed is.
-        "seed": int(query.get("seed", [0])[-1]),
-        "train_per_family": int(query.get("per_family", [80])[-1]),
-    }
+    from instill.data.builtin.source import suite_kwargs
+
+    query = {k: v[-1] for k, v in parse_qs(specs[0].partition("?")[2]).items()}
+    # The `builtin:` source's own defaults (seed 0...), so the exported eval suite is the one
+    # the training rows came from whatever the run's seed is.
+    kwargs = suite_kwargs(specs[0], query)
+    kwargs.pop("eval_per_family")  # quickstart.eval_per_family sizes the evaluation
+    return kwargs
 
 
 def run_quickstart(config: Config, log=print) -> dict:
@@ -64,30 +66,50 @@ def run_quickstart(config: Config, log=print) -> dict:
     sampling = SamplingConfig(
         ev.max_new_tokens, ev.do_sample, ev.temperature, ev.top_p, ev.seed, ev.batch_size
     )
+    cap = config.quickstart.max_long_new_tokens
     for task in tasks:
         task.max_new_tokens = ev.max_new_tokens
+        task.items = [
+            replace(item, max_new_tokens=min(item.max_new_tokens, cap))
+            if item.max_new_tokens
+            else item
+            for item in task.items
+        ]
     data = config.require_data("quickstart")
 
-    log(f"[1/3] evaluating the base model {config.model.path}")
+    steps = 5 if config.quickstart.dpo.enabled else 3
+    log(f"[1/{steps}] evaluating the base model {config.model.path}")
     base = load_bundle(config.model.path, name="base", template=data.template)
     records = evaluate(base, tasks, sampling, bar=True)
     del base
     gc.collect()
 
-    log("[2/3] tuning")
+    log(f"[2/{steps}] tuning")
     result = train(config)
     curation = json.loads((out / "stats.json").read_text()).get("curation")
     log(curation_line(curation))
 
-    log("[3/3] evaluating the tuned model")
+    log(f"[3/{steps}] evaluating the tuned model")
     tuned = load_bundle(str(result.final_dir), name="tuned")
     records += evaluate(tuned, tasks, sampling, bar=True)
     del tuned
     gc.collect()
 
+    models = ["base", "tuned"]
+    dpo_stats = None
+    if config.quickstart.dpo.enabled:
+        log("[4/5] DPO: preference pairs from the verifiers on the tuned model's answers")
+        dpo_final, dpo_stats = run_dpo_stage(config, suite, params, result.final_dir, log)
+        log("[5/5] evaluating the DPO-tuned model")
+        dpo_model = load_bundle(str(dpo_final), name="tuned+dpo")
+        records += evaluate(dpo_model, tasks, sampling, bar=True)
+        del dpo_model
+        gc.collect()
+        models.append("tuned+dpo")
+
     comparison = compare(
         records,
-        ["base", "tuned"],
+        models,
         ev.bootstrap_samples,
         ev.seed,
         examples_per_task=config.quickstart.examples,
@@ -96,13 +118,122 @@ def run_quickstart(config: Config, log=print) -> dict:
     comparison["training_rows"] = counts["train"]
     comparison["seconds"] = round(time.perf_counter() - started, 1)
     comparison["curation"] = curation
+    if dpo_stats is not None:
+        comparison["dpo"] = dpo_stats
     paths = write_report(out / "report", records, comparison)
     comparison["paths"] = {k: str(v) for k, v in paths.items()}
-    keys = ("prompts", "training_rows", "seconds", "curation")
+    keys = ("prompts", "training_rows", "seconds", "curation") + (
+        ("dpo",) if dpo_stats is not None else ()
+    )
     (out / "report" / "quickstart.json").write_text(
         json.dumps({k: comparison[k] for k in keys}, indent=2)
     )
     return comparison
+
+
+def dpo_prompts(suite, params: dict, per_family: int) -> list[dict]:
+    """Training-split prompts for the DPO stage: per trained family, the `per_family` rows that
+    come right after the ones SFT trained on (same seeded streams), minus any whose prompt is
+    an evaluation prompt or an SFT row (exact prompt match), so no evaluation prompt is trained
+    on and DPO sees prompts SFT did not."""
+    from instill.data.builtin.suite import build_suite, prompt_key
+
+    trained = params["train_per_family"]
+    more = build_suite(params["seed"], trained + per_family, 1, params["augment_share"])
+    more = more.rows["train"]
+    taken = {prompt_key(r) for rows in suite.rows.values() for r in rows}
+    out = []
+    for row in more:
+        if int(row["id"].rsplit("/", 1)[1]) < trained or prompt_key(row) in taken:
+            continue
+        taken.add(prompt_key(row))
+        out.append(row)
+    return out
+
+
+def run_dpo_stage(config: Config, suite, params: dict, sft_final: Path, log=print):
+    """Pairs from the verifiers on the SFT model's sampled answers (chosen: the reference or a
+    passing sample; rejected: a failing or non-stopping sample), the SFT adapter merged into
+    the base (the checked `instill merge`), then DPO with a fresh LoRA on the merged model,
+    whose reference is the SFT model itself (adapters off). Returns (DPO final dir, stats)."""
+    from instill.config import DataConfig, SourceConfig
+    from instill.generate.engine import Generator, SamplingConfig
+    from instill.models.bundle import load_bundle
+    from instill.models.export import merge_adapter
+    from instill.pipelines.pairs import build_pairs, suite_checkables, write_pairs
+    from instill.progress import track
+    from instill.train.loop import train
+
+    q, cap = config.quickstart.dpo, config.quickstart.max_long_new_tokens
+    out = Path(config.output_dir)
+    started = time.perf_counter()
+    rows = dpo_prompts(suite, params, q.prompts_per_family)
+    checkables = [
+        replace(c, item=replace(c.item, max_new_tokens=min(c.item.max_new_tokens, cap)))
+        if c.item.max_new_tokens
+        else c
+        for c in suite_checkables(rows, "dpo-prompts")
+    ]
+    sft = load_bundle(str(sft_final), name="tuned")
+    sampling = SamplingConfig(
+        q.max_new_tokens, True, q.temperature, 1.0, config.seed, config.eval.batch_size
+    )
+    with track("pairs", len(checkables) * q.samples, unit="answers") as bar:
+        result = build_pairs(
+            Generator.for_bundle(sft), checkables, q.samples, sampling, bar.advance
+        )
+    del sft
+    gc.collect()
+    pairs_path = write_pairs(result, out / "dpo" / "pairs.jsonl")
+    stats = dict(result.stats)
+    stats["pairs_seconds"] = round(time.perf_counter() - started, 1)
+    log(
+        f"pairs: {stats['pairs']} from {stats['prompts']} prompts x {q.samples} samples "
+        f"({', '.join(f'{v} {k}' for k, v in stats['outcome'].items())}); {pairs_path}"
+    )
+    if not result.rows:
+        raise InstillError(
+            "the DPO stage found no preference pairs: every sampled answer passed or none did; "
+            "raise quickstart.dpo.prompts_per_family or samples"
+        )
+    merged = out / "dpo" / "sft-merged"
+    # float32: the merged weights are the SFT model itself (no rounding of base + delta), so
+    # DPO's reference (the merged model, adapters off) is exactly the model that made the pairs.
+    report = merge_adapter(sft_final, merged, dtype="float32")
+    log(
+        f"merged the SFT adapter into the base for DPO: {merged} (checked: greedy agreement "
+        f"{report.check.greedy_agreement:.1%} on {report.check.answer_tokens} tokens)"
+    )
+    data = config.require_data("quickstart")
+    dpo_config = config.model_copy(
+        update={
+            "model": config.model.model_copy(update={"path": str(merged)}),
+            "data": DataConfig(
+                sources=[SourceConfig(path=str(pairs_path))],
+                template=data.template,
+                max_length=data.max_length,
+            ),
+            "train": config.train.model_copy(
+                update={
+                    "objective": "dpo",
+                    "dpo": q.dpo,
+                    "epochs": q.epochs,
+                    "max_steps": q.max_steps,
+                    "batch_size": q.batch_size,
+                    "lr": q.lr,
+                    "sample_prompts": [],
+                    "eval_tasks": [],
+                }
+            ),
+            "output_dir": str(out / "dpo"),
+        }
+    )
+    # Validated again as a whole (the DPO objective's own rules: the pair file's format).
+    dpo_config = type(config).model_validate(dpo_config.model_dump())
+    trained = train(dpo_config)
+    stats["train_seconds"] = round(time.perf_counter() - started - stats["pairs_seconds"], 1)
+    stats["pairs_path"] = str(pairs_path)
+    return trained.final_dir, stats
 
 
 def curation_line(curation: dict | None) -> str:

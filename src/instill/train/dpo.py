@@ -47,7 +47,12 @@ from instill.atomic import atomic_file
 from instill.config import DPOConfig
 from instill.data.masking import IGNORE_INDEX
 from instill.data.preference import PreferenceRows
-from instill.models.loss import decoder_hidden_states, labelled_logprobs, logit_softcap
+from instill.models.loss import (
+    decoder_hidden_states,
+    indexed_logprobs,
+    labelled_logprobs,
+    logit_softcap,
+)
 from instill.train.data import gather_rows
 
 METRICS = (
@@ -121,6 +126,81 @@ def answer_logprobs(
     )
 
 
+def shared_prompt_mask(
+    model: nn.Module, segment: torch.Tensor, position_ids: torch.Tensor
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The attention mask of `[prompt | chosen | rejected]` rows (`segment` 0 / 1 / 2, -1 for
+    padding): causal, and an answer sees the prompt and itself, never the other answer. Models
+    with sliding-window layers (Gemma 3) get one mask per layer type, the sliding one limited
+    by position distance as transformers' own. Boolean `[B, 1, T, T]`, True = attend."""
+    t = segment.shape[1]
+    i = torch.arange(t, device=segment.device)
+    seg_q, seg_k = segment[:, :, None], segment[:, None, :]
+    allowed = (i[None, :, None] >= i[None, None, :]) & (seg_k >= 0)
+    allowed &= (seg_k == 0) | (seg_k == seg_q)
+    allowed |= (seg_q < 0) & (i[:, None] == i[None, :])  # a padding row sees itself (no NaN)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base.config, "text_config", base.config)
+    layer_types = getattr(config, "layer_types", None) or []
+    if "sliding_attention" not in layer_types:
+        return allowed[:, None]
+    window = config.sliding_window
+    near = (position_ids[:, :, None] - position_ids[:, None, :]) < window
+    return {
+        kind: (allowed & near if kind == "sliding_attention" else allowed)[:, None]
+        for kind in set(layer_types)
+    }
+
+
+def shared_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    position_ids: torch.Tensor,
+    segment: torch.Tensor,
+    pred_pos: torch.Tensor,
+    pred_target: torch.Tensor,
+    pred_row: torch.Tensor,
+    chunk_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(summed log-probs [2B], tokens [2B])` from shared-prompt rows (`DPOObjective`): chosen
+    answers in rows 0..B-1, rejected in B..2B-1, as `answer_logprobs` of two rows per pair."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    mask = shared_prompt_mask(model, segment, position_ids)
+    hidden = decoder_hidden_states(model, input_ids, position_ids, mask)  # [B, T, dim]
+    rows = 2 * input_ids.shape[0]
+    selected = hidden.reshape(-1, hidden.shape[-1])[pred_pos]
+    sums = indexed_logprobs(
+        selected,
+        pred_target,
+        pred_row,
+        hidden,
+        base.get_output_embeddings(),
+        chunk_tokens,
+        logit_softcap(model),
+        n_rows=rows,
+    )
+    counts = torch.bincount(pred_row, minlength=rows)
+    return sums, counts
+
+
+def pair_logprobs(model: nn.Module, batch: dict, chunk_tokens: int):
+    """Log-probs of a batch in either layout (two rows per pair, or shared-prompt rows)."""
+    if batch.get("segment") is not None:
+        return shared_logprobs(
+            model,
+            batch["input_ids"],
+            batch["position_ids"],
+            batch["segment"],
+            batch["pred_pos"],
+            batch["pred_target"],
+            batch["pred_row"],
+            chunk_tokens,
+        )
+    return answer_logprobs(
+        model, batch["input_ids"], batch["labels"], batch["attention_mask"], chunk_tokens
+    )
+
+
 class PreferenceLoss(nn.Module):
     """Wraps the policy (and a frozen reference copy, if any) so that `forward` returns
     `(loss_sum, {metric: sum})` over a micro-batch's pairs; accelerate prepares this module.
@@ -154,39 +234,47 @@ class PreferenceLoss(nn.Module):
         return self
 
     @torch.no_grad()
-    def reference_logprobs(
-        self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        """`[rows]` summed reference log-probs, computed now (not `precomputed`)."""
+    def reference_logprobs(self, batch: dict) -> torch.Tensor:
+        """`[2B]` summed reference log-probs, computed now (not `precomputed`)."""
         if self.reference == "adapters_off":
             with self.model.disable_adapter():
-                logps, _ = answer_logprobs(
-                    self.model, input_ids, labels, attention_mask, self.chunk_tokens
-                )
+                logps, _ = pair_logprobs(self.model, batch, self.chunk_tokens)
             return logps
         if self.reference_model is None:
             raise ValueError(
                 "train.dpo.reference=precomputed but the batch carries no reference log-probs"
             )
-        logps, _ = answer_logprobs(
-            self.reference_model, input_ids, labels, attention_mask, self.chunk_tokens
-        )
+        logps, _ = pair_logprobs(self.reference_model, batch, self.chunk_tokens)
         return logps
 
     def forward(
         self,
         input_ids: torch.Tensor,
-        labels: torch.Tensor,
-        attention_mask: torch.Tensor | None,
         pair_weight: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         reference_logps: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        segment: torch.Tensor | None = None,
+        pred_pos: torch.Tensor | None = None,
+        pred_target: torch.Tensor | None = None,
+        pred_row: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        # input_ids, labels, attention_mask: [2B, seq], chosen rows first; pair_weight: [B]
-        logps, counts = answer_logprobs(
-            self.model, input_ids, labels, attention_mask, self.chunk_tokens
-        )
+        # Two rows per pair: input_ids, labels, attention_mask [2B, seq], chosen rows first.
+        # Shared prompt: input_ids, position_ids, segment [B, seq] and the pred_* indices.
+        batch = {
+            "input_ids": input_ids,
+            "labels": labels,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "segment": segment,
+            "pred_pos": pred_pos,
+            "pred_target": pred_target,
+            "pred_row": pred_row,
+        }
+        logps, counts = pair_logprobs(self.model, batch, self.chunk_tokens)
         if reference_logps is None:
-            reference_logps = self.reference_logprobs(input_ids, labels, attention_mask)
+            reference_logps = self.reference_logprobs(batch)
         losses, metrics = preference_losses(logps, reference_logps, counts, self.dpo)
         weight = pair_weight.to(losses.dtype)  # 0 for the placeholder row of an empty batch
         return (losses * weight).sum(), {k: (v * weight).sum() for k, v in metrics.items()}
@@ -261,7 +349,76 @@ class DPOObjective:
         return batch
 
     def sequences(self, rows: PreferenceRows, idx: Sequence[int]) -> dict[str, torch.Tensor | None]:
-        """The batch's tensors without reference log-probs."""
+        """The batch's tensors without reference log-probs: one shared-prompt row per pair
+        (`dpo.share_prompt`, when both answers' rows start with the same prompt ids), else
+        two padded rows per pair."""
+        if self.dpo.share_prompt and len(idx) > 0:
+            shared = self._shared_rows(rows, idx)
+            if shared is not None:
+                return shared
+        return self._two_rows(rows, idx)
+
+    def _shared_rows(self, rows: PreferenceRows, idx: Sequence[int]) -> dict | None:
+        """`[prompt | chosen answer | rejected answer]` per pair, padded to one width (a
+        multiple of 8); positions of the rejected answer continue from the prompt. Each target
+        token is predicted by the hidden state before it *in its own sequence*: the rejected
+        answer's first token by the prompt's last position. None when a pair's two rows do
+        not share their prompt ids (then the batch uses two rows per pair)."""
+        c, r = rows.chosen, rows.rejected
+        parts = []
+        for i in idx:
+            ci, cl = (
+                c.input_ids[c.offsets[i] : c.offsets[i + 1]],
+                c.labels[c.offsets[i] : c.offsets[i + 1]],
+            )
+            ri, rl = (
+                r.input_ids[r.offsets[i] : r.offsets[i + 1]],
+                r.labels[r.offsets[i] : r.offsets[i + 1]],
+            )
+            p = int(rows.prompt_lengths[i])
+            if p < 1 or p > min(len(ci), len(ri)) or not np.array_equal(ci[:p], ri[:p]):
+                return None
+            if (cl[:p] != IGNORE_INDEX).any() or (rl[:p] != IGNORE_INDEX).any():
+                return None  # labels inside the prompt: not this layout
+            parts.append((ci, cl, ri, rl, p))
+        longest = max(len(ci) + len(ri) - p for ci, _, ri, _, p in parts)
+        width = -(-longest // 8) * 8
+        n = len(parts)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        pos = np.zeros((n, width), dtype=np.int64)
+        seg = np.full((n, width), -1, dtype=np.int64)
+        pred_pos, pred_target, pred_row = [], [], []
+        for b, (ci, cl, ri, rl, p) in enumerate(parts):
+            lc, lr = len(ci), len(ri)
+            ids[b, :lc] = ci
+            ids[b, lc : lc + lr - p] = ri[p:]
+            pos[b, :lc] = np.arange(lc)
+            pos[b, lc : lc + lr - p] = np.arange(p, lr)
+            seg[b, :p], seg[b, p:lc], seg[b, lc : lc + lr - p] = 0, 1, 2
+            if lc + lr - p < width:  # padding rows: positions keep counting (never attended)
+                pos[b, lc + lr - p :] = np.arange(lr, lr + width - (lc + lr - p))
+            t = np.nonzero(cl[1:] != IGNORE_INDEX)[0] + 1  # chosen targets at t, from t-1
+            pred_pos.append(b * width + (t - 1))
+            pred_target.append(cl[t])
+            pred_row.append(np.full(len(t), b))
+            t = np.nonzero(rl[1:] != IGNORE_INDEX)[0] + 1  # rejected targets (t >= p)
+            before = t - 1
+            at = np.where(before < p, before, lc + before - p)
+            pred_pos.append(b * width + at)
+            pred_target.append(rl[t])
+            pred_row.append(np.full(len(t), n + b))
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "position_ids": torch.from_numpy(pos),
+            "segment": torch.from_numpy(seg),
+            "pred_pos": torch.from_numpy(np.concatenate(pred_pos).astype(np.int64)),
+            "pred_target": torch.from_numpy(np.concatenate(pred_target).astype(np.int64)),
+            "pred_row": torch.from_numpy(np.concatenate(pred_row).astype(np.int64)),
+            "pair_weight": torch.full((n,), 1.0, dtype=torch.float64),
+            "reference_logps": None,
+        }
+
+    def _two_rows(self, rows: PreferenceRows, idx: Sequence[int]) -> dict[str, torch.Tensor | None]:
         real = len(idx) > 0
         pairs = np.asarray(idx if real else [0], dtype=np.int64)
         n = len(pairs)
@@ -306,7 +463,8 @@ class DPOObjective:
             model.to(acc.device)  # what accelerate.prepare does next anyway
         autocast = acc is not None and acc.mixed_precision == "bf16"
         root = self.cache_dir or default_cache_dir() / "dpo-reference"
-        path = root / f"{reference_key(model, rows, autocast, self.chunk_tokens)}.npy"
+        key = reference_key(model, rows, autocast, self.chunk_tokens, self.dpo.share_prompt)
+        path = root / f"{key}.npy"
         first = acc.main_process_first() if acc is not None else contextlib.nullcontext()
         with first:  # the main process computes and writes; the others then read
             if path.is_file():
@@ -337,13 +495,8 @@ class DPOObjective:
                 for start in range(0, len(rows), self.batch_size):
                     idx = list(range(start, min(start + self.batch_size, len(rows))))
                     b = self.sequences(rows, idx)
-                    logps, _ = answer_logprobs(
-                        model,
-                        b["input_ids"].to(device),
-                        b["labels"].to(device),
-                        b["attention_mask"].to(device),
-                        self.chunk_tokens,
-                    )
+                    b = {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
+                    logps, _ = pair_logprobs(model, b, self.chunk_tokens)
                     logps = logps.double().cpu().numpy()  # [2B]
                     out[idx, 0], out[idx, 1] = logps[: len(idx)], logps[len(idx) :]
         finally:
@@ -351,7 +504,9 @@ class DPOObjective:
         return out
 
 
-def reference_key(model: nn.Module, rows: PreferenceRows, autocast: bool, chunk: int) -> str:
+def reference_key(
+    model: nn.Module, rows: PreferenceRows, autocast: bool, chunk: int, shared: bool = False
+) -> str:
     """The cache key of reference log-probs: the reference weights, the model's config, the
     precision, and every id and label of the rows.
 
@@ -362,7 +517,8 @@ def reference_key(model: nn.Module, rows: PreferenceRows, autocast: bool, chunk:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = base.config.to_dict() if hasattr(base, "config") else {}
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
-    h.update(f"bf16-autocast={autocast};chunk={chunk}".encode())
+    layout = ";shared-prompt" if shared else ""  # the same values, summed in another order
+    h.update(f"bf16-autocast={autocast};chunk={chunk}{layout}".encode())
     for name, tensor in sorted(model.state_dict().items()):
         if "lora_" in name or "trainable_tokens" in name:
             continue

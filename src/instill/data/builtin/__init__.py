@@ -6,8 +6,8 @@ imports the families back. The suite makes rows and checkers only; its evaluatio
 registered by `instill.eval.builtin_tasks`.
 """
 
-from instill.data.builtin import families_a, families_b, source
+from instill.data.builtin import families_a, families_b, families_c, source
 
-FAMILY_MODULES = (families_a, families_b)
+FAMILY_MODULES = (families_a, families_b, families_c)
 
 __all__ = ["FAMILY_MODULES", "source"]

@@ -81,6 +81,7 @@ CATEGORIES = (
     "cipher",
     "code",
     "multi_turn",
+    "longform",
 )
 
 

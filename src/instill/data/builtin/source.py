@@ -9,19 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import parse_qs
 
-from instill.data.builtin.suite import SPLITS, build_suite
+from instill.data.builtin.suite import AUGMENT_SHARE, SPLITS, build_suite
 from instill.data.sources import RawRow, register_source
 from instill.errors import InstillError, RowError
 
-PARAMETERS = ("seed", "per_family", "eval_per_family")
+PARAMETERS = ("seed", "per_family", "eval_per_family", "augment")
 
 
 def read_builtin(spec: str) -> Iterator[RawRow | RowError]:
     """Rows of the built-in instruction suite: `builtin:<split>[?seed=N&per_family=N]`.
 
-    The split is `train`, `heldout_families`, `heldout_phrasings` or `format`; rows are in the
-    OpenAI messages format, generated deterministically (no file needed). `eval_per_family` sets
-    the size of the evaluation splits.
+    The split is `train`, `heldout_families`, `heldout_phrasings`, `format` or `heldout_if`;
+    rows are in the OpenAI messages format, generated deterministically (no file needed).
+    `eval_per_family` sets the size of the evaluation splits, `augment` the share of training
+    rows given extra verifiable constraints (default 0.4; 0 for none).
     """
     body = spec.removeprefix("builtin:")
     split, _, query = body.partition("?")
@@ -35,17 +36,29 @@ def read_builtin(spec: str) -> Iterator[RawRow | RowError]:
         raise InstillError(
             f"{spec}: unknown parameter(s) {', '.join(unknown)}; use {', '.join(PARAMETERS)}"
         )
-    try:
-        kwargs = {
-            "seed": int(params.get("seed", 0)),
-            "train_per_family": int(params.get("per_family", 80)),
-            "eval_per_family": int(params.get("eval_per_family", 6)),
-        }
-    except ValueError as e:
-        raise InstillError(f"{spec}: parameters must be integers ({e})") from e
+    kwargs = suite_kwargs(spec, params)
     suite = build_suite(**kwargs)
     for i, row in enumerate(suite.rows[split]):
         yield RawRow({"messages": row["messages"]}, f"{spec}[row {i}]")
 
 
 register_source("builtin", read_builtin)
+
+
+def suite_kwargs(spec: str, params: dict[str, str]) -> dict:
+    """`build_suite` keyword arguments from a `builtin:` spec's parameters."""
+    try:
+        kwargs = {
+            "seed": int(params.get("seed", 0)),
+            "train_per_family": int(params.get("per_family", 80)),
+            "eval_per_family": int(params.get("eval_per_family", 6)),
+            "augment_share": float(params.get("augment", AUGMENT_SHARE)),
+        }
+    except ValueError as e:
+        raise InstillError(
+            f"{spec}: seed, per_family and eval_per_family must be integers and augment a "
+            f"share between 0 and 1 ({e})"
+        ) from e
+    if not 0 <= kwargs["augment_share"] <= 1:
+        raise InstillError(f"{spec}: augment must be a share between 0 and 1")
+    return kwargs

@@ -1,28 +1,40 @@
-"""The built-in suite's splits: training rows and three evaluation splits, disjoint by construction.
+"""The built-in suite's splits: training rows and four evaluation splits, disjoint by construction.
 
-- **train**: every family except the held-out ones, with every phrasing except the last two.
+- **train**: every family except the held-out ones, with every phrasing except the last two; a
+  share of the rows (`augment`) carry 1-3 extra verifiable constraints (`augment.py`: the answer
+  is transformed to satisfy them, so it stays correct by construction).
 - **heldout_families**: families never seen in training (`HELD_OUT_FAMILIES`: genuinely
-  different tasks, not variants of trained ones), any phrasing.
-- **heldout_phrasings**: trained families asked with their last two phrasings, which training
-  never uses ("Condense the following text" when training said "Summarize this passage").
+  different tasks, not variants of trained ones), any phrasing. Mostly character-level skills.
+- **heldout_phrasings**: trained short-answer families asked with their last two phrasings,
+  which training never uses ("Condense the following text" when training said "Summarize this
+  passage").
 - **format**: the constrained-generation families (bullet counts, word limits, first word, JSON,
   casing, numbered steps) with held-out phrasings, scored by the constraint checkers.
+- **heldout_if**: instruction following on long-form requests, the way others test it: the
+  long-form families never trained (`HELD_OUT_LONGFORM`: `eval_per_family` prompts each) and
+  the trained long-form families asked with held-out phrasings (a quarter as many), every
+  prompt with 1-3 constraints in phrasings training never uses and, for two or more,
+  combinations of constraint types training never uses (`augment.pair_split`).
 
 Evaluation instances come from their own random streams, and any evaluation prompt whose text
 also occurs in training is regenerated, so no evaluation prompt is ever trained on
 (`tests/test_builtin_suite.py` checks all of this). The evaluation splits become eval tasks in
-`instill.eval.builtin_tasks`: this module makes rows and checkers only.
+`instill.eval.builtin_tasks`: this module makes rows and checkers only. A long answer's eval
+row carries a token budget from its reference's length (`answer_budget`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from instill.data.builtin.augment import Augmented, augment
 from instill.data.builtin.core import Family, Instance, families, phrase
+from instill.data.builtin.families_c import HELD_OUT_LONGFORM
 
 HELD_OUT_FAMILIES = (
     "caesar_shift",
@@ -39,8 +51,12 @@ HELD_OUT_FAMILIES = (
     "qa_when",
 )
 HELD_OUT_PHRASINGS = 2  # the last N phrasings of every family are never trained on
-SPLITS = ("train", "heldout_families", "heldout_phrasings", "format")
+SPLITS = ("train", "heldout_families", "heldout_phrasings", "format", "heldout_if")
 EVAL_SPLITS = SPLITS[1:]
+AUGMENT_SHARE = 0.4  # training rows that carry extra constraints
+# Family constraints that still hold whatever augmentation does to the answer (it changes case,
+# layout, punctuation and wrapping, never which words are there), except JSON wrapping.
+_CONTENT_CONSTRAINTS = ("include_keywords",)
 
 
 @dataclass
@@ -54,17 +70,58 @@ class Suite:
         return {k: len(v) for k, v in self.rows.items()}
 
 
-def make_row(family: Family, inst: Instance, phrasing: int, split: str, index: int) -> dict:
-    """A suite row: OpenAI-style messages (last = the answer), plus its family and checker."""
+def make_row(
+    family: Family,
+    inst: Instance,
+    phrasing: int,
+    split: str,
+    index: int,
+    rng: random.Random | None = None,
+) -> dict:
+    """A suite row: OpenAI-style messages (last = the answer), plus its family and checker.
+
+    With `rng`, the row is augmented with 1-3 verifiable constraints (`augment.augment`, its
+    `split` phrasings and type pairs); its answer is the transformed one and its checker the
+    added constraints plus the family's content constraints (`_CONTENT_CONSTRAINTS`). An
+    answer no constraint fits is kept as it is (`augmented` is then empty).
+    """
+    instruction = phrase(family, phrasing, inst)
+    answer, system, check = inst.output, inst.system, inst.check
+    added: Augmented | None = None
+    if rng is not None:
+        added = augment(
+            instruction,
+            answer,
+            rng,
+            split="eval" if split != "train" else "train",
+            context=inst.context,
+        )
+    checker = {
+        "metric": check.metric,
+        "reference": check.reference,
+        "options": dict(check.options),
+        "constraints": list(check.constraints),
+    }
+    if added is not None:
+        instruction, answer = added.instruction, added.answer
+        if added.system:
+            system = f"{system}\n\n{added.system}" if system else added.system
+        kept = [c for c in check.constraints if c["type"] in _CONTENT_CONSTRAINTS]
+        if any(c["type"] == "json_format" for c in added.constraints):
+            kept = []  # JSON escapes line breaks: "\nDay 2" no longer holds the word "Day"
+        checker = {
+            "metric": "constraints",
+            "reference": None,
+            "options": {},
+            "constraints": kept + list(added.constraints),
+        }
     messages = []
-    if inst.system:
-        messages.append({"role": "system", "content": inst.system})
+    if system:
+        messages.append({"role": "system", "content": system})
     for user, assistant in inst.history:
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    instruction = phrase(family, phrasing, inst)
     user = f"{instruction}\n\n{inst.context}" if inst.context else instruction
-    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": inst.output}]
-    check = inst.check
+    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
     return {
         "id": f"{split}/{family.name}/{index}",
         "family": family.name,
@@ -74,65 +131,97 @@ def make_row(family: Family, inst: Instance, phrasing: int, split: str, index: i
         "instruction": instruction,
         "context": inst.context,
         "messages": messages,
-        "check": {
-            "metric": check.metric,
-            "reference": check.reference,
-            "options": dict(check.options),
-            "constraints": list(check.constraints),
-        },
+        "check": checker,
+        "augmented": [c["type"] for c in added.constraints] if added else [],
     }
 
 
-def _prompt_key(row: dict) -> str:
+def prompt_key(row: dict) -> str:
+    """The identity of a row's prompt (every message before the answer), for disjointness."""
     return json.dumps(row["messages"][:-1], sort_keys=True)
 
 
-def build_suite(seed: int = 0, train_per_family: int = 80, eval_per_family: int = 6) -> Suite:
+def build_suite(
+    seed: int = 0,
+    train_per_family: int = 80,
+    eval_per_family: int = 6,
+    augment_share: float = AUGMENT_SHARE,
+) -> Suite:
     """Generate the whole suite deterministically from `seed`.
 
     Args:
         seed: the seed of every random stream.
         train_per_family: training rows per trained family.
-        eval_per_family: prompts per family in each evaluation split it belongs to.
+        eval_per_family: prompts per family in each evaluation split it belongs to (trained
+            long-form families: a quarter of it, at least 2, in `heldout_if`).
+        augment_share: the share of training rows given extra constraints (0: none).
     """
+    if not 0 <= augment_share <= 1:
+        raise ValueError(f"augment_share must be between 0 and 1, got {augment_share}")
     fams = families()
-    missing = [f for f in HELD_OUT_FAMILIES if f not in fams]
+    held_out = (*HELD_OUT_FAMILIES, *HELD_OUT_LONGFORM)
+    missing = [f for f in held_out if f not in fams]
     if missing:
         raise ValueError(f"held-out families not registered: {missing}")
     suite = Suite(seed, {s: [] for s in SPLITS})
-    trained = [f for name, f in sorted(fams.items()) if name not in HELD_OUT_FAMILIES]
+    trained = [f for name, f in sorted(fams.items()) if name not in held_out]
     seen: set[str] = set()
-    for k, fam in enumerate(trained):
+    for fam in trained:
         rng = random.Random(f"{seed}/train/{fam.name}")
+        aug_rng = random.Random(f"{seed}/augment/{fam.name}")
         usable = len(fam.phrasings) - HELD_OUT_PHRASINGS
         for i in range(train_per_family):
-            row = make_row(fam, fam.generate(rng), i % usable, "train", i)
+            inst = fam.generate(rng)
+            extra = aug_rng if aug_rng.random() < augment_share else None
+            row = make_row(fam, inst, i % usable, "train", i, extra)
             suite.rows["train"].append(row)
-            seen.add(_prompt_key(row))
-        del k
+            seen.add(prompt_key(row))
     for fam in sorted(fams.values(), key=lambda f: f.name):
+        last = list(range(len(fam.phrasings) - HELD_OUT_PHRASINGS, len(fam.phrasings)))
+        augmented = False
+        count = eval_per_family
         if fam.name in HELD_OUT_FAMILIES:
             split, phrasings = "heldout_families", list(range(len(fam.phrasings)))
+        elif fam.name in HELD_OUT_LONGFORM:
+            split, phrasings, augmented = "heldout_if", list(range(len(fam.phrasings))), True
+        elif fam.category == "longform":
+            split, phrasings, augmented = "heldout_if", last, True
+            count = max(2, eval_per_family // 4)
         else:
             split = "format" if fam.category == "constrained" else "heldout_phrasings"
-            phrasings = list(range(len(fam.phrasings) - HELD_OUT_PHRASINGS, len(fam.phrasings)))
+            phrasings = last
         rng = random.Random(f"{seed}/eval/{fam.name}")
+        aug_rng = random.Random(f"{seed}/eval-augment/{fam.name}")
         made, attempts = 0, 0
-        while made < eval_per_family:
+        while made < count:
             attempts += 1
-            if attempts > 50 * eval_per_family:
+            if attempts > 50 * count:
                 raise ValueError(
-                    f"family {fam.name}: cannot make {eval_per_family} evaluation "
+                    f"family {fam.name}: cannot make {count} evaluation "
                     "prompts that are not in the training split"
                 )
-            row = make_row(fam, fam.generate(rng), phrasings[made % len(phrasings)], split, made)
-            key = _prompt_key(row)
+            inst = fam.generate(rng)
+            row = make_row(
+                fam, inst, phrasings[made % len(phrasings)], split, made,
+                aug_rng if augmented else None,
+            )  # fmt: skip
+            key = prompt_key(row)
             if key in seen:
                 continue
             seen.add(key)
             suite.rows[split].append(row)
             made += 1
     return suite
+
+
+def answer_budget(answer: str) -> int | None:
+    """The token budget of an eval prompt whose reference answer is long (40+ words): room for
+    2.2 tokens a word (upper case and JSON take more than prose) plus 48, in steps of 32; None
+    for a short answer (the task's budget applies)."""
+    words = len(answer.split())
+    if words < 40:
+        return None
+    return 32 * math.ceil((2.2 * words + 48) / 32)
 
 
 # --------------------------------------------------------------------------- export
@@ -203,4 +292,7 @@ def eval_row(row: dict) -> dict:
     }
     if check["constraints"]:
         out["constraints"] = check["constraints"]
+    budget = answer_budget(row["messages"][-1]["content"])
+    if budget is not None:
+        out["max_new_tokens"] = budget
     return out
