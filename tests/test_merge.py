@@ -1,6 +1,7 @@
 """`instill merge` and `instill adapters`: merged == unmerged, combined == the weighted updates."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,8 +178,15 @@ def test_bf16_merge_reports_the_rounding_it_costs(adapters, tmp_path):
     assert report.dtype == "bfloat16"
     # bf16 keeps 8 mantissa bits: logits move by ~1e-2, far above fp32's merge error.
     assert FP32_LOGITS < report.check.max_abs_logit_delta < 1.0
+    # The weights are stored in bf16; loading them picks the host's default compute dtype
+    # (bf16 where the CPU has native bf16, else fp32), as for any model.
+    from instill.models.load import cpu_has_native_bf16
+
+    saved = json.loads((Path(report.out) / "config.json").read_text())
+    assert (saved.get("dtype") or saved.get("torch_dtype")) == "bfloat16"
     plain = load_bundle(report.out)
-    assert plain.model.dtype == torch.bfloat16
+    assert plain.model.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert load_bundle(report.out, dtype=torch.bfloat16).model.dtype == torch.bfloat16
 
 
 # --------------------------------------------------------------------------- adapters

@@ -192,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pairs_command(dsub)
     _add_inference_commands(sub)
     _add_curate_command(sub)
+    _add_synth_command(sub)
     _add_export_command(sub)
     _add_merge_and_adapter_commands(sub)
     return parser
@@ -854,6 +855,62 @@ def cmd_curate(args: argparse.Namespace) -> int:
     console.print(
         f"wrote {run.paths['curated']} ({mixture} rows), {run.paths['removed']} and "
         f"{run.paths['html']}",
+        highlight=False,
+        markup=False,
+    )
+    return 0
+
+
+def _add_synth_command(sub) -> None:
+    """`instill synth CONFIG`: instructions, checked responses and constrained answers."""
+    c = sub.add_parser(
+        "synth",
+        help="synthesize instruction data with a teacher (Self-Instruct + verifiers)",
+        description="Bootstrap new instructions from the seed tasks of synth.seeds (ROUGE-L "
+        "and curate's dedup/decontamination filter them), have the teacher (a model "
+        "in-process, or an OpenAI-compatible endpoint) write inputs and responses kept only "
+        "when they pass the verifiers, and add verifiable constraints whose answers are kept "
+        "only when the constraint checkers accept them. Writes synth.jsonl (messages rows with "
+        "provenance, trainable with instill train), dropped.jsonl and report.md/.json/.html "
+        "to synth.output_dir (default <output_dir>/synth). Teacher replies are cached: a "
+        "rerun sends only what is missing.",
+    )
+    c.add_argument("config", help="YAML config file with a synth: section")
+    c.add_argument(
+        "overrides", nargs="*", help="key.sub=value overrides, e.g. synth.instructions.target=50"
+    )
+    c.set_defaults(func=cmd_synth)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from instill.config import load_config
+    from instill.pipelines.synth import run_synth
+
+    config = load_config(args.config, args.overrides)
+    run = run_synth(config, log=lambda m: console.print(m, highlight=False, markup=False))
+    table = Table(title="instill synth", title_justify="left")
+    for col in ("stage", "in", "kept", "dropped (top reasons)"):
+        table.add_column(col, justify="left" if col.startswith(("stage", "dropped")) else "right")
+    first = {
+        "instructions": "parsed",
+        "responses": "instructions",
+        "augment": "prompts",
+        "output": "rows",
+    }
+    for stage, f in run.report["funnel"].items():
+        top = sorted(f.get("dropped", {}).items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(
+            stage,
+            str(f.get(first[stage], "")),
+            str(f.get("kept", "")),
+            ", ".join(f"{k} {v}" for k, v in top),
+        )
+    console.print(table)
+    t = run.report["throughput"]
+    console.print(
+        f"{run.report['rows']['total']} rows in {t['seconds']} s "
+        f"({t['rows_per_hour']} rows/h; teacher {t['completion_tokens_per_s']} tokens/s); "
+        f"wrote {run.paths['rows']} and {run.paths['html']}",
         highlight=False,
         markup=False,
     )

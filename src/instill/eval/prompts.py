@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from instill.config import Config, EvalTaskConfig
+from instill.config import Config, DecontaminateConfig, EvalTaskConfig
 from instill.data.curate.decontaminate import EvalPrompt
 from instill.errors import InstillError
 from instill.eval.tasks import EvalItem, EvalTask
@@ -81,12 +81,19 @@ def file_prompts(path: str) -> list[EvalPrompt]:
     return task_prompts(load_task_file(path, name=p.stem, metric="json_valid"))
 
 
-def eval_prompts_for(config: Config) -> list[EvalPrompt]:
-    """Every eval prompt that `data.curate.decontaminate` names for this config."""
+def eval_prompts_for(
+    config: Config, decontaminate: DecontaminateConfig | None = None
+) -> list[EvalPrompt]:
+    """Every eval prompt that `data.curate.decontaminate` names for this config.
+
+    Args:
+        config: the run's config (its eval tasks, its built-in source's seed).
+        decontaminate: the settings to follow instead of `data.curate.decontaminate` (synth
+            passes `synth.curate.decontaminate`).
+    """
     from instill.eval.runner import build_tasks
 
-    data = config.require_data("curate")
-    dc = data.curate.decontaminate
+    dc = decontaminate or config.require_data("curate").curate.decontaminate
     specs: list[EvalTaskConfig] = []
     if dc.config_tasks:
         specs += list(config.train.eval_tasks) + list(config.eval.tasks)

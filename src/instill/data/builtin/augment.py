@@ -1285,7 +1285,7 @@ def _layout(instruction: str, sentences: list[str], placement: str, joiner: str)
     return extra + joiner + instruction if placement == "before" else instruction + joiner + extra
 
 
-def _draw_types(rng: random.Random, eligible: list[str], n: int, split: str) -> list[str] | None:
+def draw_types(rng: random.Random, eligible: list[str], n: int, split: str) -> list[str] | None:
     """`n` mutually compatible types whose pairs all belong to `split`, or None."""
     pool = list(eligible)
     rng.shuffle(pool)
@@ -1351,7 +1351,7 @@ def augment(
     shape = _shape(answer)
     eligible = [t for t in allowed if _applicable(t, answer, shape, context)]
     for _attempt in range(8):
-        chosen = _draw_types(rng, eligible, count, split)
+        chosen = draw_types(rng, eligible, count, split)
         if chosen is None:
             return None
         result = _build(instruction, answer, shape, chosen, rng, split)

@@ -100,7 +100,8 @@ def decontamination_line(stats: dict) -> str | None:
     )
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table (cells with `|` escaped)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -117,10 +118,14 @@ def markdown(stats: dict) -> str:
     if len(funnel["sources"]) > 1:
         rows.append(["**total**", *(funnel["total"][s] for s in FUNNEL)])
     out = ["# Curation report", "", summary_line(stats) + ".", "", "## Funnel", ""]
-    out += [_table(head, rows), ""]
+    out += [markdown_table(head, rows), ""]
     out += ["## Removed by step and reason", ""]
     if stats["removed_by_reason"]:
-        out += [_table(["reason", "rows"], [[k, v] for k, v in stats["removed_by_reason"].items()])]
+        out += [
+            markdown_table(
+                ["reason", "rows"], [[k, v] for k, v in stats["removed_by_reason"].items()]
+            )
+        ]
     else:
         out += ["Nothing was removed."]
     out.append("")
@@ -168,7 +173,7 @@ def markdown(stats: dict) -> str:
     if stats.get("mixture"):
         out += ["## Mixture", ""]
         out += [
-            _table(
+            markdown_table(
                 ["source", "rows", "weight", "cap", "examples", "share"],
                 [
                     [
