@@ -413,13 +413,8 @@ def _response_problem(
         return "no_stop"
     if not reply.text.strip():
         return "empty"
-    if quality is not None:
-        user = instruction if context is None else f"{instruction}\n\n{context}"
-        conv = Conversation((Message("user", user), Message("assistant", reply.text)))
-        hits = quality.check(conv)
-        if hits:
-            return hits[0].reason
-    return None
+    user = instruction if context is None else f"{instruction}\n\n{context}"
+    return _filter_reason(quality, user, reply.text)
 
 
 def _judge(cfg, instructions, inputs, verified, ask, seed0: int) -> dict[int, int | None]:
@@ -490,14 +485,12 @@ def _stage_augment(
     funnel = state.funnel.setdefault("augment", {})
     rng = random.Random(base_seed * _SEED_STRIDE + 3)
     prompts = []
-    not_drawn = 0
     for p in pool:
         if rng.random() >= ac.share:
             continue
         n = None if ac.max_constraints == 3 else rng.randint(1, ac.max_constraints)
         cp = draw_constraints(p["instruction"], rng, n=n, context=p["input"])
         if cp is None:
-            not_drawn += 1
             state.drop("augment", "no_compatible_constraints", p["instruction"])
             continue
         prompts.append((p, cp))
@@ -526,7 +519,7 @@ def _stage_augment(
         chosen = None
         for j, reply in enumerate(mine):
             ok = reply.stopped and reply.text.strip() and check_all(reply.text, constraints)[0]
-            if ok and _filtered(quality, cp.instruction, reply.text):
+            if ok and _filter_reason(quality, cp.instruction, reply.text):
                 state.drop("augment", "quality_filter", reply.text, instruction=cp.instruction)
                 continue
             if ok:
@@ -540,7 +533,7 @@ def _stage_augment(
                 if (
                     applied
                     and check_all(text, constraints)[0]
-                    and not _filtered(quality, cp.instruction, text)
+                    and not _filter_reason(quality, cp.instruction, text)
                 ):
                     chosen = (j, text, tuple(applied))
                     break
@@ -593,11 +586,12 @@ def _stage_augment(
     return rows
 
 
-def _filtered(quality: QualityFilter | None, instruction: str, answer: str) -> bool:
+def _filter_reason(quality: QualityFilter | None, user: str, answer: str) -> str | None:
+    """The first quality check (curate's filters) the answer fails, or None."""
     if quality is None:
-        return False
-    conv = Conversation((Message("user", instruction), Message("assistant", answer)))
-    return bool(quality.check(conv))
+        return None
+    hits = quality.check(Conversation((Message("user", user), Message("assistant", answer))))
+    return hits[0].reason if hits else None
 
 
 def _failed_types(replies: Sequence[TeacherReply], constraints: list[dict]) -> list[str]:
