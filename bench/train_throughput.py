@@ -31,7 +31,8 @@ the end of the last step (instill: the loop's metric call of each step; TRL: `on
 tokens of those steps taken from the exact batches each system trained on (instill: a wrapper
 around `collate`; TRL: its `compute_loss` inputs), peak RSS (`getrusage` of the child: the
 whole process; and the largest 20 Hz psutil sample once training started), and MFU: model FLOPs
-actually needed over the bf16 matmul peak measured at the start of the same run (see `flops()`).
+actually needed over the matmul peak of the compute dtype (bf16 where the CPU has it natively,
+else fp32 for every system) measured in the same run (see `flops()`).
 The instill child stops after the last step is logged (TRL saves nothing either).
 
 Correctness parity (BENCHMARKS.md section 2): full fine-tuning, fp32 (no autocast), no packing,
@@ -92,13 +93,14 @@ MODELS = {
     "smollm2": ("smollm2-135m-instruct", "tokenizer"),
     "gemma": ("gemma-3-270m", "gemma"),
 }
-SYSTEMS = ("instill", "instill-gc", "trl-defaults", "trl-fastest")
+SYSTEMS = ("instill", "instill-gc", "trl-defaults", "trl-fastest", "trl-liger")
 DEFAULT_SYSTEMS = ("instill", "trl-defaults", "trl-fastest")
 SETTING = {
     "instill": "defaults (packing, no grad ckpt)",
     "instill-gc": "packing, gradient_checkpointing=true",
     "trl-defaults": "defaults (no packing, grad ckpt)",
     "trl-fastest": "packing=bfd (padding-free), no grad ckpt",
+    "trl-liger": "packing=bfd (padding-free), no grad ckpt, Liger kernels",
 }
 
 
@@ -352,6 +354,7 @@ def child_instill(spec: dict, rec: Recorder) -> dict:
     with contextlib.suppress(_StopAfterLastStep):
         loop.train(validate_config(instill_config(spec)))
     run = captured["run"]
+    loop.build_run, sft.collate, loop.MetricLogger = orig_build_run, orig_collate, orig_logger
     extra = {
         "packed": run.packed,
         "training_rows": len(run.train_rows),
@@ -359,10 +362,32 @@ def child_instill(spec: dict, rec: Recorder) -> dict:
         "attn_implementation": run.model.config._attn_implementation
         if hasattr(run.model, "config")
         else None,
-        "gradient_checkpointing": bool(getattr(run.model, "is_gradient_checkpointing", False)),
+        "gradient_checkpointing": run.gradient_checkpointing,
         "optimizer": type(run.optimizer).__name__,
+        "attention_kernels": attention_kernels(run),
     }
     return {"shape": model_shape(run.model), **extra}
+
+
+def attention_kernels(run) -> list[str]:
+    """The attention kernels one packed forward of the trained model runs (profiler names).
+
+    On a GPU, packed rows should reach flash / varlen kernels (`flash`, `fmha`, `varlen`);
+    on the CPU, SDPA's flash-attention-for-CPU kernel.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    batch = run.objective.batch(run.train_rows, [0])
+    batch = {k: v.to(run.accelerator.device) if v is not None else None for k, v in batch.items()}
+    activities = [ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(ProfilerActivity.CUDA)
+    with torch.no_grad(), run.accelerator.autocast(), profile(activities=activities) as prof:
+        run.loss_model(**batch)
+    keys = ("flash", "fmha", "varlen", "attention", "scaled_dot_product")
+    names = {e.key for e in prof.key_averages() if any(k in e.key.lower() for k in keys)}
+    return sorted(names)
 
 
 def trl_dataset(spec: dict):
@@ -386,11 +411,13 @@ def child_trl(spec: dict, rec: Recorder) -> dict:
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    fastest = spec["system"] == "trl-fastest"
+    fastest = spec["system"] in ("trl-fastest", "trl-liger")
     tokenizer = AutoTokenizer.from_pretrained(spec["tokenizer_dir"])
     kwargs = {}
     if fastest:
         kwargs.update(packing=True, gradient_checkpointing=False)
+    if spec["system"] == "trl-liger":
+        kwargs["use_liger_kernel"] = True
     if spec.get("gradient_checkpointing") is not None:
         kwargs["gradient_checkpointing"] = spec["gradient_checkpointing"]
     if not fastest:
@@ -406,11 +433,11 @@ def child_trl(spec: dict, rec: Recorder) -> dict:
         weight_decay=0.0,
         max_grad_norm=1.0,
         max_steps=spec["steps"],
-        bf16=spec["dtype"] == "auto",
+        bf16=spec["dtype"] == "auto" and compute_dtype_name() == "bfloat16",
         logging_steps=1,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=device_name() == "cpu",
         seed=SEED,
         dataset_num_proc=None,
         disable_tqdm=True,
@@ -533,9 +560,9 @@ def child_main(spec_path: str) -> int:
     t0 = time.perf_counter()
     import torch
 
-    # A short bf16 matmul probe before each run: this machine's speed drifts (shared host), and
-    # the run's peak is the best of all probes.
-    probe = matmul_tflops(torch.bfloat16, ((1024, 20), (2048, 8)))
+    # A short matmul probe (in the compute dtype) before each run: this machine's speed drifts
+    # (shared host), and the run's peak is the best of all probes.
+    probe = matmul_tflops(getattr(torch, compute_dtype_name()), ((1024, 20), (2048, 8)))
     torch.manual_seed(SEED)
     if spec["system"].startswith("instill"):
         info = child_instill(spec, rec)
@@ -548,7 +575,10 @@ def child_main(spec_path: str) -> int:
     out = {
         **info,
         "torch_threads": torch.get_num_threads(),
-        "bf16_matmul_probe": probe,
+        "matmul_probe": probe,
+        "peak_cuda_allocated_bytes": torch.cuda.max_memory_allocated()
+        if torch.cuda.is_available()
+        else None,
         "step_end": [t - rec.train_started for t in rec.step_end],
         "step_cpu": rec.step_cpu,
         "loadavg_end": os.getloadavg(),
@@ -563,20 +593,41 @@ def child_main(spec_path: str) -> int:
     return 0
 
 
-def matmul_tflops(dtype, sizes=((1024, 40), (2048, 12), (4096, 6))) -> dict:
+def device_name() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype_name() -> str:
+    """What instill computes in here (`model.dtype: auto`): bf16 where the hardware has it.
+
+    A CPU without native bf16 (AVX2 only) emulates bf16 matmuls at ~1 GFLOP/s; every system
+    then runs fp32, and MFU is against the fp32 peak.
+    """
+    from instill.models.load import detect_compute_dtype
+
+    return str(detect_compute_dtype(device_name())).removeprefix("torch.")
+
+
+def matmul_tflops(dtype, sizes=((1024, 40), (2048, 12), (4096, 6)), device=None) -> dict:
     """Best TFLOP/s of square `torch.matmul`s of each size (the fastest size is the peak)."""
     import torch
 
+    device = device or device_name()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     best = {}
     for n, reps in sizes:
-        a = torch.randn(n, n, dtype=dtype)
-        b = torch.randn(n, n, dtype=dtype)
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
         for _ in range(3):
             torch.matmul(a, b)
         seconds = float("inf")
         for _ in range(reps):
+            sync()
             t = time.perf_counter()
             torch.matmul(a, b)
+            sync()
             seconds = min(seconds, time.perf_counter() - t)
         best[n] = 2 * n**3 / seconds / 1e12
     n = max(best, key=best.get)
@@ -584,11 +635,18 @@ def matmul_tflops(dtype, sizes=((1024, 40), (2048, 12), (4096, 6))) -> dict:
 
 
 def peak_main(result_path: str) -> int:
-    """bf16 (and fp32) matmul peak of this machine with 2 threads: best of several runs."""
+    """bf16 (where native) and fp32 matmul peaks with 2 threads: best of several runs."""
     import torch
 
     torch.set_num_threads(2)
-    out = {str(d).removeprefix("torch."): matmul_tflops(d) for d in (torch.bfloat16, torch.float32)}
+    dtypes = [torch.float32]
+    if compute_dtype_name() == "bfloat16":
+        dtypes.insert(0, torch.bfloat16)
+    sizes = (
+        ((4096, 20), (8192, 10)) if device_name() == "cuda" else ((1024, 40), (2048, 12), (4096, 6))
+    )
+    out = {str(d).removeprefix("torch."): matmul_tflops(d, sizes) for d in dtypes}
+    out["compute"] = compute_dtype_name()
     out["threads"] = torch.get_num_threads()
     Path(result_path).write_text(json.dumps(out))
     return 0
@@ -808,7 +866,8 @@ def main(argv: list[str] | None = None) -> int:
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
         help="comma-separated subset of instill, instill-gc (instill with gradient "
-        "checkpointing), trl-defaults, trl-fastest (trl = both TRL); none: parity only",
+        "checkpointing), trl-defaults, trl-fastest, trl-liger (TRL fastest + Liger kernels) "
+        "(trl = both TRL); none: parity only",
     )
     parser.add_argument(
         "--steps",
@@ -879,20 +938,21 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         log(f"failed; logs and work files kept in {workdir}")
         raise
-    # MFU against the best bf16 peak measured in this run (before and after: others share it)
-    probes = [res["bf16_matmul_probe"]["tflops"] for _, _, g in runs for _, res, _ in g]
+    # MFU against the best peak of the compute dtype measured in this run (before and after:
+    # others share the machine)
+    compute = peaks[0]["compute"]
+    probes = [res["matmul_probe"]["tflops"] for _, _, g in runs for _, res, _ in g]
     if par:
-        probes += [r["bf16_matmul_probe"]["tflops"] for r in par.pop("raw").values()]
-    peak_tflops = max([p["bfloat16"]["tflops"] for p in peaks] + probes)
+        probes += [r["matmul_probe"]["tflops"] for r in par.pop("raw").values()]
+    peak_tflops = max([p[compute]["tflops"] for p in peaks] + probes)
     info = {
         "machine": machine(),
         "versions": {**versions(), "peft": _version("peft")},
         "command": command(),
-        "matmul_peak_bf16_tflops": round(peak_tflops, 3),
+        "compute_dtype": compute,
+        "matmul_peak_tflops": round(peak_tflops, 3),
         "matmul_peaks": peaks,
-        "bf16_probe_tflops_range": [round(min(probes), 3), round(max(probes), 3)]
-        if probes
-        else None,
+        "probe_tflops_range": [round(min(probes), 3), round(max(probes), 3)] if probes else None,
     }
     info["versions"]["instill_source_sha256"] = source_digest()
     lines = []
@@ -974,7 +1034,8 @@ def run_all(opts, models, methods, systems, workdir: Path, files: dict):
     """Every child, one at a time: matmul peak, the throughput runs, parity, matmul peak."""
     peaks = [run_child("--peak", {}, workdir, "matmul-peak-start", 600)]
     log(
-        f"matmul peak, 2 threads: bf16 {peaks[0]['bfloat16']['tflops']:.3f} TFLOP/s, "
+        f"matmul peak, 2 threads: {peaks[0]['compute']} "
+        f"{peaks[0][peaks[0]['compute']]['tflops']:.3f} TFLOP/s, "
         f"fp32 {peaks[0]['float32']['tflops']:.3f} TFLOP/s"
     )
     inputs = {}
@@ -1006,7 +1067,9 @@ def run_all(opts, models, methods, systems, workdir: Path, files: dict):
                 }
                 log(f"{label}: {spec['steps']} steps ...")
                 res = run_child("--child", spec, workdir, label, opts.timeout)
-                fig = summarize(res, method, opts.warmup_steps, peaks[0]["bfloat16"]["tflops"])
+                fig = summarize(
+                    res, method, opts.warmup_steps, peaks[0][peaks[0]["compute"]]["tflops"]
+                )
                 log(
                     f"  {fig['supervised_tokens_per_s']:.1f} supervised tok/s, "
                     f"{fig['tokens_per_s']:.1f} tok/s, {fig['seconds_per_step']:.2f} s/step, "
@@ -1030,7 +1093,7 @@ def run_all(opts, models, methods, systems, workdir: Path, files: dict):
             opts.timeout,
         )
     peaks.append(run_child("--peak", {}, workdir, "matmul-peak-end", 600))
-    log(f"matmul peak at the end: bf16 {peaks[1]['bfloat16']['tflops']:.3f} TFLOP/s")
+    log(f"matmul peak at the end: {peaks[1][peaks[1]['compute']]['tflops']:.3f} TFLOP/s")
     return runs, par, peaks
 
 

@@ -56,6 +56,7 @@ class Run:
     base_dtype: torch.dtype = (
         torch.float32
     )  # what the frozen base was loaded in (QLoRA quantized it)
+    gradient_checkpointing: bool = False  # as chosen (train.gradient_checkpointing resolved)
 
     @property
     def engine_accumulates(self) -> bool:
@@ -269,6 +270,67 @@ def template_marker_tokens(tokenizer, end_of_turn: str | None) -> list[str]:
     return tokenizer.convert_ids_to_tokens(found)
 
 
+def choose_gradient_checkpointing(
+    config: Config,
+    model: torch.nn.Module,
+    accelerator: Accelerator,
+    compute: torch.dtype,
+    trainable: int,
+) -> tuple[bool, str]:
+    """Resolve `train.gradient_checkpointing` for this run: (on?, the reason, for the log).
+
+    `auto` turns it on only when the estimated peak of a step without it exceeds the budget
+    (`train.memory_budget_gb`, or most of the device's free memory); see `instill.models.memory`.
+    """
+    from instill.models.memory import GB, available_memory, estimate_training_memory
+
+    t = config.train
+    if t.gradient_checkpointing != "auto":
+        return bool(
+            t.gradient_checkpointing
+        ), f"train.gradient_checkpointing={t.gradient_checkpointing}"
+    data = config.require_data("train")
+    seq = data.max_length
+    rows = t.batch_size
+    if t.objective == "dpo":
+        # chosen and rejected: two rows per pair, or one row holding both after the prompt
+        seq, rows = (2 * seq, rows) if t.dpo.share_prompt else (seq, 2 * rows)
+    device = accelerator.device
+    attn = getattr(model.config, "_attn_implementation", "sdpa")
+    estimate = estimate_training_memory(
+        model,
+        tokens=rows * seq,
+        rows=rows,
+        seq_len=seq,
+        compute_dtype=compute,
+        trainable_params=trainable,
+        chunk_tokens=t.loss_chunk_tokens,
+        attention_materialized=attn == "eager" or device.type != "cuda",
+        weight_shards=accelerator.num_processes if weights_sharded(accelerator) else 1,
+    )
+    if t.memory_budget_gb is not None:
+        budget, source = int(t.memory_budget_gb * GB), "train.memory_budget_gb"
+    else:
+        share = 0.9 if device.type == "cuda" else 0.85
+        budget = int(share * available_memory(device))
+        source = f"{int(100 * share)}% of the {'GPU' if device.type == 'cuda' else 'host'}'s free"
+    # Ranks of one host share its RAM.
+    if device.type != "cuda" and accelerator.num_processes > 1:
+        budget //= accelerator.num_processes
+    off, on = estimate.total(False), estimate.total(True)
+    figures = f"estimated peak {off / GB:.1f} GiB without, {on / GB:.1f} GiB with; budget "
+    figures += f"{budget / GB:.1f} GiB ({source})"
+    if off <= budget:
+        return False, f"auto: {figures}"
+    if on > budget:
+        accelerator.print(
+            f"warning: even with gradient checkpointing a step may not fit ({figures}); lower "
+            "train.batch_size (raise train.grad_accum to keep the batch) or data.max_length, "
+            "or use train.method lora/qlora"
+        )
+    return True, f"auto: {figures}"
+
+
 def build_run(config: Config, resume: bool = False) -> Run:
     """Assemble data, model, optimizer and schedule for `config`."""
     from instill.models.load import (
@@ -321,9 +383,6 @@ def build_run(config: Config, resume: bool = False) -> Run:
         trained_markers = template_marker_tokens(tokenizer, stats["end_of_turn"])
         token_ids += tokenizer.convert_tokens_to_ids(trained_markers)
     model.config.use_cache = False
-    if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
     model = apply_method(model, config.train, token_ids)
     if compute == torch.bfloat16 and config.train.method in ("lora", "qlora"):
         disable_adapter_input_casts(model)  # every forward of the run is under bf16 autocast
@@ -333,6 +392,18 @@ def build_run(config: Config, resume: bool = False) -> Run:
     trainable, total = trainable_parameter_count(model)
     if trainable == 0:
         raise InstillError("no parameter is trainable with this train.method configuration")
+    checkpointing, why = choose_gradient_checkpointing(
+        config, model, accelerator, compute, trainable
+    )
+    if checkpointing:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        kwargs = {"use_reentrant": False}
+        if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        base.enable_input_require_grads()
+    accelerator.print(f"gradient checkpointing: {'on' if checkpointing else 'off'} ({why})")
 
     t = config.train
     global_batch = t.batch_size * accelerator.num_processes * t.grad_accum
@@ -384,4 +455,5 @@ def build_run(config: Config, resume: bool = False) -> Run:
         stop_ids=stop_token_ids(tokenizer, template),
         output_dir=Path(config.output_dir),
         base_dtype=load_dtype,
+        gradient_checkpointing=checkpointing,
     )

@@ -1,0 +1,105 @@
+"""The bench scripts on the tiny model, so they do not rot: the GPU script's CPU path
+(`--dry-run`, run between loans), the step profile and the generation benchmark."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_gpu_bench_dry_run_prints_one_line_per_run(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "gpu_bench.py"),
+            "--dry-run",
+            "--methods",
+            "lora",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    peak, *runs = lines
+    assert peak["run"] == "matmul_peak" and peak["matmul_peak_tflops"] > 0
+    assert [r["system"] for r in runs] == ["instill", "trl-defaults", "trl-fastest"]
+    for r in runs:
+        assert "skipped" not in r and "failed" not in r, r
+        assert r["model"] == "tiny" and r["method"] == "lora"
+        assert r["tokens_per_s_per_gpu"] > 0 and 0 < r["mfu"] < 1
+        assert len(r["losses"]) == 3
+    # the packed forward went through SDPA's kernel (on a GPU: flash / varlen)
+    assert any("scaled_dot_product" in k for k in runs[0]["attention_kernels"])
+    assert runs[0]["gradient_checkpointing"] is False
+
+
+def test_gpu_bench_refuses_to_pretend_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU: the refusal is for CPU-only hosts")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_bench.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "no CUDA device here: run with --dry-run" in proc.stderr
+
+
+def _run_bench(script: str, *args: str, timeout: int = 600) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+
+
+def test_step_profile_attributes_the_step_to_components():
+    (out,) = _run_bench("profile_step.py", "--model", "tiny", "--steps", "1", "--warmup-steps", "1")
+    phases = out["phases_seconds_per_step"]
+    assert set(phases) == {"data (collate)", "forward", "backward", "optimizer step"}
+    kinds = {c["component"] for c in out["components"]}
+    assert {"matmul: body linears", "matmul: LM head", "attention (SDPA)"} <= kinds
+    assert "matmul: LoRA low-rank" in kinds  # the default method is LoRA
+    # shares of the operators' self time add up to the whole
+    assert sum(c["share_of_op_time"] for c in out["components"]) == pytest.approx(1, abs=0.01)
+    # self times cannot exceed the wall time of the profiled steps (one thread issues them)
+    assert out["op_seconds_per_step"] <= out["wall_seconds_per_step"] * 1.05
+
+
+def test_generation_bench_agrees_with_plain_generate():
+    lines = _run_bench(
+        "generate_throughput.py",
+        "--models",
+        "tiny",
+        "--prompts",
+        "6",
+        "--batch",
+        "4",
+        "--max-new-tokens",
+        "6",
+        "--repeats",
+        "1",
+    )
+    assert [x["system"] for x in lines] == ["instill", "transformers generate"]
+    # greedy decoding of one fp32 model: the same answers from both systems, the same tokens
+    assert all(x["identical_answers"] == "6/6" for x in lines)
+    assert lines[0]["generated_tokens"] == lines[1]["generated_tokens"] > 0
+    assert lines[1]["vs_generate"] == 1.0 and lines[0]["vs_generate"] > 0
