@@ -36,7 +36,6 @@ def _saved_activation_bytes(model: torch.nn.Module, ids: torch.Tensor, autocast:
 def _estimate(model, rows: int, seq: int, dtype: torch.dtype, **kw):
     args = dict(
         tokens=rows * seq,
-        rows=rows,
         seq_len=seq,
         compute_dtype=dtype,
         trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),

@@ -60,7 +60,6 @@ def estimate_training_memory(
     model: nn.Module,
     *,
     tokens: int,
-    rows: int,
     seq_len: int,
     compute_dtype: torch.dtype,
     trainable_params: int,
@@ -73,7 +72,6 @@ def estimate_training_memory(
     Args:
         model: the causal LM as loaded (before PEFT wrapping or after).
         tokens: tokens of one micro-batch (rows x padded length).
-        rows: rows of one micro-batch.
         seq_len: the padded row length.
         compute_dtype: what activations are computed in.
         trainable_params: parameters that get gradients and optimizer state.

@@ -300,7 +300,6 @@ def choose_gradient_checkpointing(
     estimate = estimate_training_memory(
         model,
         tokens=rows * seq,
-        rows=rows,
         seq_len=seq,
         compute_dtype=compute,
         trainable_params=trainable,
