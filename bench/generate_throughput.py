@@ -1,13 +1,15 @@
 """Batched greedy generation: instill's `Generator` (DecodeEngine) vs plain `model.generate`.
 
-Both systems answer the same rendered prompts (user messages of the synthetic Alpaca-style rows
+Three systems: instill as it ships; instill with its oneDNN linears off (`packed_linears=False`,
+so the growing KV cache and continuous batching are what remain); and `model.generate`. They
+answer the same rendered prompts (user messages of the synthetic Alpaca-style rows
 of `bench/data_pipeline.py`, the model's template), greedy, with the same token budget, stop
 tokens and batch size, on the same loaded model in one process, alternating systems over
 `--repeats` timed runs after an untimed warm-up. `model.generate` gets the prompts left-padded
 in batches of `--batch` (its usual batched use); instill's engine batches continuously (a
 finished row hands its place to the next prompt). Figures: generated tokens (each answer up to
 and including its stop token) per second of wall time, the median over repeats; and the share
-of answers both systems wrote identically (greedy decoding of the same model should agree, up
+of answers each system wrote as `generate` did (greedy decoding of the same model should agree, up
 to the float ties that padding can flip). Prints one JSON line per model and system and a
 Markdown table on stderr.
 
@@ -74,15 +76,24 @@ def measure(key: str, chats, opts) -> list[dict]:
     prompts = [gen.prompt_ids(c) for c in chats]
     stop = list(gen.stop_ids)
 
-    def instill(k: int, budget: int) -> list[list[int]]:
+    stock = Generator(model, bundle.renderer, bundle.stop_ids, packed_linears=False)
+
+    def instill(k: int, budget: int, generator=gen) -> list[list[int]]:
         sampling = SamplingConfig(max_new_tokens=budget, batch_size=opts.batch)
-        return [g.token_ids for g in gen.generate(chats[:k], sampling)]
+        return [g.token_ids for g in generator.generate(chats[:k], sampling)]
+
+    def instill_stock(k: int, budget: int) -> list[list[int]]:
+        return instill(k, budget, stock)
 
     def plain(k: int, budget: int) -> list[list[int]]:
         tok = bundle.renderer.tokenizer
         return hf_generate(model, tok, prompts[:k], stop, opts.batch, budget)
 
-    runs = {"instill": instill, "transformers generate": plain}
+    runs = {
+        "instill": instill,
+        "instill, stock linears": instill_stock,
+        "transformers generate": plain,
+    }
     for fn in runs.values():  # untimed warm-up: kernel set-up, allocator
         fn(opts.batch, 4)
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -92,11 +103,11 @@ def measure(key: str, chats, opts) -> list[dict]:
             t = time.perf_counter()
             outputs[name] = fn(len(chats), opts.max_new_tokens)
             times[name].append(time.perf_counter() - t)
-    same = sum(
-        a == b for a, b in zip(outputs["instill"], outputs["transformers generate"], strict=True)
-    )
     ref = None
     for name in runs:
+        same = sum(
+            a == b for a, b in zip(outputs[name], outputs["transformers generate"], strict=True)
+        )
         tokens = sum(len(x) for x in outputs[name])
         seconds = statistics.median(times[name])
         line = {

@@ -98,8 +98,9 @@ def test_generation_bench_agrees_with_plain_generate():
         "--repeats",
         "1",
     )
-    assert [x["system"] for x in lines] == ["instill", "transformers generate"]
-    # greedy decoding of one fp32 model: the same answers from both systems, the same tokens
+    systems = ["instill", "instill, stock linears", "transformers generate"]
+    assert [x["system"] for x in lines] == systems
+    # greedy decoding of one fp32 model: the same answers from every system, the same tokens
     assert all(x["identical_answers"] == "6/6" for x in lines)
-    assert lines[0]["generated_tokens"] == lines[1]["generated_tokens"] > 0
-    assert lines[1]["vs_generate"] == 1.0 and lines[0]["vs_generate"] > 0
+    assert len({x["generated_tokens"] for x in lines}) == 1 and lines[0]["generated_tokens"] > 0
+    assert lines[2]["vs_generate"] == 1.0 and lines[0]["vs_generate"] > 0

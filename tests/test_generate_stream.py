@@ -7,7 +7,7 @@ import torch
 
 from instill.data.conversation import Message
 from instill.generate.engine import Generator, SamplingConfig
-from instill.generate.stream import DecodeEngine, DecodeRequest, TextStream
+from instill.generate.stream import DecodeEngine, DecodeRequest, TextStream, length_groups
 from instill.models.bundle import load_bundle
 
 PROMPTS = [
@@ -228,3 +228,29 @@ def test_an_arrival_gets_its_first_token_before_the_running_rows_next_step(bundl
     assert calls > 7  # admission went on after the stream had no running row
     alone = [engine.run([r])[0].token_ids for r in (running, one, *later)]
     assert [got[i] for i in range(4)] == alone
+
+
+def test_length_groups_bound_each_prompts_padding():
+    lengths = [41, 196, 150, 60, 44, 100, 190, 45]
+    groups = length_groups(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        width = lengths[g[0]]
+        assert all(width - lengths[i] <= max(16, 0.25 * width) for i in g)
+        assert width == max(lengths[i] for i in g)
+    assert [[lengths[i] for i in g] for g in groups] == [[196, 190, 150], [100], [60, 45, 44], [41]]
+    assert length_groups([7]) == [[0]]
+
+
+@pytest.mark.parametrize("model", ["tiny-random-gemma", "tiny-random-llama"])
+def test_a_prefill_in_length_groups_gives_each_prompt_its_answer_alone(model):
+    """Prompts of 3-90 tokens are prefilled in several groups whose caches are merged (Gemma:
+    past its 64-column sliding window); each answer equals the prompt's answer alone."""
+    b = load_bundle(model, name="tiny", dtype=torch.float32)
+    engine = DecodeEngine.for_bundle(b)
+    prompts = [list(range(5, 5 + n)) for n in (3, 90, 30, 70, 12)]
+    assert len(length_groups([len(p) for p in prompts])) > 2
+    engine.run([DecodeRequest(prompts[0], max_new_tokens=1)])  # learns the cache is mergeable
+    together = engine.run([DecodeRequest(p, max_new_tokens=10) for p in prompts])
+    alone = [engine.run([DecodeRequest(p, max_new_tokens=10)])[0] for p in prompts]
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]

@@ -56,15 +56,22 @@ class Generator:
         model: a causal LM (plain or PEFT), in eval mode.
         renderer: the training renderer (tokenizer + template).
         stop_ids: token ids that end an answer (the template's end-of-turn, the EOS).
+        packed_linears: the engine's oneDNN linears on CPU ("auto", True, False).
     """
 
-    def __init__(self, model, renderer: Renderer, stop_ids: Sequence[int]) -> None:
+    def __init__(
+        self,
+        model,
+        renderer: Renderer,
+        stop_ids: Sequence[int],
+        packed_linears: bool | str = "auto",
+    ) -> None:
         from instill.generate.stream import DecodeEngine
 
         self.model = model
         self.renderer = renderer
         self.tokenizer = renderer.tokenizer
-        self.engine = DecodeEngine(model, renderer.tokenizer, stop_ids)
+        self.engine = DecodeEngine(model, renderer.tokenizer, stop_ids, packed_linears)
         self.stop_ids = list(self.engine.stop_ids)
 
     @classmethod

@@ -22,6 +22,13 @@ and rows joining a running batch need each step:
   their last `window - 1` columns, padded the same way). A joined answer equals its offline one
   (a test checks it on the tiny Qwen, Gemma and Llama). A cache of any other kind is not merged:
   such a model decodes in waves.
+* **Decode steps append to the KV cache in place** (kv_cache.py): the stock dynamic cache copies
+  every layer's whole cache each step (`torch.cat`), 19% of a step's time at batch 16 on SmolLM2;
+  the growing layers write into buffers with spare columns and hold the same values.
+* **On CPU the linear layers run through oneDNN on weights reordered once** (packed_linear.py):
+  at a decode step's few rows MKL's sgemm reaches a fraction of what oneDNN's blocked kernels do
+  (2-3x slower on a large-vocabulary LM head). Same products up to summation order; skipped
+  under grad or autocast, and when the reordered copies would not fit in memory.
 * **Text is released only when it is safe** (`TextStream`): bytes of a character split across
   tokens are held until the character is complete (no U+FFFD in a stream), and text that could be
   the start of a stop string is held until it is known not to be one; a stop string matched
@@ -43,6 +50,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from instill.generate.kv_cache import GROWING, grow_in_place
+from instill.generate.packed_linear import PackedLinears
 from instill.models.bundle import contiguous_lm_head_input
 
 FINISH_REASONS = ("stop", "length", "cancelled")
@@ -208,16 +217,22 @@ class DecodeEngine:
         model: a causal LM (plain or PEFT), in eval mode.
         tokenizer: its tokenizer (for detokenisation and the pad id).
         stop_ids: ids that end every answer (the template's end-of-turn, the EOS).
+        packed_linears: run the linear layers through oneDNN on CPU ("auto", True, False;
+            packed_linear.py).
     """
 
-    def __init__(self, model, tokenizer, stop_ids: Sequence[int]) -> None:
+    def __init__(
+        self, model, tokenizer, stop_ids: Sequence[int], packed_linears: bool | str = "auto"
+    ) -> None:
         self.model = model
+        self.linears = PackedLinears(model, packed_linears)
         self.tokenizer = tokenizer
         self.stop_ids = tuple(dict.fromkeys(stop_ids))
         if not self.stop_ids:
             raise ValueError("decoding needs at least one stop token id")
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[0]
+        self._mergeable = False  # known after the first prefill: then prefills may be grouped
 
     def _cache_keyword(self) -> str:
         """The forward argument that takes the KV cache: `cache` in recent transformers (which
@@ -303,10 +318,39 @@ class DecodeEngine:
         """
         if not requests:
             return
-        with use_adapter(self.model, adapter), contiguous_lm_head_input(self.model):
+        with (
+            use_adapter(self.model, adapter),
+            contiguous_lm_head_input(self.model),
+            self.linears.active(),
+        ):
             yield from self._stream(list(requests), admit)
 
     def _prefill(self, prompts: list[list[int]]):
+        """Prefill `prompts`: (cache, mask, last positions, last logits), rows in input order.
+
+        Prompts of very different lengths are prefilled in groups of similar length
+        (`length_groups`) whose caches are then merged (`merge_caches`), so a short prompt is not
+        padded to the longest: on 32 instructions of 41-196 tokens one padded batch computed 62%
+        more positions than the prompts have. Answers are unchanged: a merged cache is what the
+        joins of continuous batching already use.
+        """
+        groups = length_groups([len(p) for p in prompts]) if self._mergeable else [prompts]
+        if len(groups) == 1:
+            out = self._prefill_padded(prompts)
+            self._mergeable = mergeable(out[0])
+            return out
+        cache, mask, last_pos, logits = self._prefill_padded([prompts[i] for i in groups[0]])
+        for group in groups[1:]:
+            other, other_mask, pos, more = self._prefill_padded([prompts[i] for i in group])
+            mask = merge_caches(cache, mask, other, other_mask)
+            last_pos, logits = torch.cat([last_pos, pos]), torch.cat([logits, more])
+        order = torch.tensor([i for g in groups for i in g], device=mask.device)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        cache.batch_select_indices(inverse)
+        return cache, mask[inverse], last_pos[inverse], logits[inverse]
+
+    def _prefill_padded(self, prompts: list[list[int]]):
         """One forward over left-padded `prompts`: (cache, mask, last positions, last logits)."""
         device = self.device
         longest = max(len(p) for p in prompts)
@@ -324,7 +368,9 @@ class DecodeEngine:
             use_cache=True,
             logits_to_keep=1,
         )
-        return _cache_of(out), mask, positions[:, -1], out.logits[:, -1, :].float()
+        cache = _cache_of(out)
+        grow_in_place(cache)  # decode steps append in place instead of copying the cache
+        return cache, mask, positions[:, -1], out.logits[:, -1, :].float()
 
     def _stream(
         self,
@@ -479,20 +525,40 @@ class _Rows:
         return deltas, keep
 
 
+def length_groups(
+    lengths: Sequence[int], slack: float = 0.25, min_pad: int = 16
+) -> list[list[int]]:
+    """Indices of `lengths` in groups to prefill together, longest first: a prompt joins the
+    current group when its padding to the group's longest is at most `min_pad` tokens or
+    `slack` of that length (so each extra forward saves more compute than it costs)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups:
+            width = lengths[groups[-1][0]]
+            if width - lengths[i] <= max(min_pad, slack * width):
+                groups[-1].append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
 def _cache_of(output):
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
 
 
 def mergeable(cache) -> bool:
-    """`merge_caches` knows this cache: a `DynamicCache` of full or sliding-window layers."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+    """`merge_caches` knows this cache: a `DynamicCache` of full or sliding-window layers
+    (stock or growing, kv_cache.py)."""
+    from transformers.cache_utils import DynamicCache
 
     layers = getattr(cache, "layers", None)
+    known = (*GROWING, *GROWING.values())
     return (
         type(cache) is DynamicCache
         and bool(layers)
-        and all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
+        and all(type(layer) in known for layer in layers)
     )
 
 
