@@ -250,7 +250,7 @@ def test_a_prefill_in_length_groups_gives_each_prompt_its_answer_alone(model):
     engine = DecodeEngine.for_bundle(b)
     prompts = [list(range(5, 5 + n)) for n in (3, 90, 30, 70, 12)]
     assert len(length_groups([len(p) for p in prompts])) > 2
-    engine.run([DecodeRequest(prompts[0], max_new_tokens=1)])  # learns the cache is mergeable
     together = engine.run([DecodeRequest(p, max_new_tokens=10) for p in prompts])
     alone = [engine.run([DecodeRequest(p, max_new_tokens=10)])[0] for p in prompts]
     assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    assert engine._mergeable  # the grouped prefill was taken
