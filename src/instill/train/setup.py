@@ -19,6 +19,7 @@ from instill.config import Config
 from instill.data.masking import Renderer
 from instill.data.templates import get_template
 from instill.errors import InstillError
+from instill.models import packed_attention
 from instill.models.adapters import (
     apply_method,
     disable_adapter_input_casts,
@@ -193,7 +194,9 @@ def make_objective(config: Config, tokenizer, accelerator: Accelerator | None = 
             cache_dir=Path(t.dpo.reference_cache).expanduser() if t.dpo.reference_cache else None,
             accelerator=accelerator,
         )
-    return SFTObjective(tokenizer.pad_token_id, data.max_length, t.loss_chunk_tokens)
+    # FSDP and ZeRO-3 gather the head's weight inside its own call: the fused loss needs it whole.
+    fused = accelerator is None or not weights_sharded(accelerator)
+    return SFTObjective(tokenizer.pad_token_id, data.max_length, t.loss_chunk_tokens, fused)
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -374,6 +377,10 @@ def build_run(config: Config, resume: bool = False) -> Run:
         vocab_size=len(tokenizer),
     )
     resize_embeddings_for_tokenizer(model, tokenizer)
+    if packed and model.config._attn_implementation == "sdpa":
+        # Packed rows: each sequence attends on its own instead of through a dense block mask
+        # (same result, a fraction of the work); every other input still goes through SDPA.
+        model.set_attn_implementation(packed_attention.register())
     if config.train.method == "qlora":
         quantize_linear_4bit(model, compute)
     token_ids = tokenizer.convert_tokens_to_ids(stats.get("added_tokens", []))

@@ -20,10 +20,11 @@ class SupervisedLoss(nn.Module):
     synchronisation sees the one forward call that uses every parameter.
     """
 
-    def __init__(self, model: nn.Module, chunk_tokens: int = 1024) -> None:
+    def __init__(self, model: nn.Module, chunk_tokens: int = 1024, fused_head: bool = True) -> None:
         super().__init__()
         self.model = model
         self.chunk_tokens = chunk_tokens
+        self.fused_head = fused_head
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.softcap = logit_softcap(model)
         # FSDP's transformer-based auto-wrap looks for the block classes on the prepared module.
@@ -39,7 +40,12 @@ class SupervisedLoss(nn.Module):
         hidden = decoder_hidden_states(self.model, input_ids, position_ids, attention_mask)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         loss, _ = supervised_ce_sum(
-            hidden, labels, base.get_output_embeddings(), self.chunk_tokens, self.softcap
+            hidden,
+            labels,
+            base.get_output_embeddings(),
+            self.chunk_tokens,
+            self.softcap,
+            fused=self.fused_head,
         )
         return loss, {}
 
@@ -51,14 +57,23 @@ class SFTObjective:
         pad_id: the padding token id.
         fixed_length: packed rows are padded to this length (one shape for every step).
         chunk_tokens: LM-head rows computed at once in the loss.
+        fused_head: compute the loss and the head's gradients in one pass where the head allows
+            (`instill.models.loss.LinearCrossEntropy`); off where the weights are sharded.
     """
 
     weight_name = "supervised_tokens"
 
-    def __init__(self, pad_id: int, fixed_length: int | None, chunk_tokens: int = 1024) -> None:
+    def __init__(
+        self,
+        pad_id: int,
+        fixed_length: int | None,
+        chunk_tokens: int = 1024,
+        fused_head: bool = True,
+    ) -> None:
         self.pad_id = pad_id
         self.fixed_length = fixed_length
         self.chunk_tokens = chunk_tokens
+        self.fused_head = fused_head
 
     def load_rows(self, directory: Path) -> TokenRows:
         return TokenRows.load(directory)
@@ -74,4 +89,4 @@ class SFTObjective:
         return collate(rows, idx, self.pad_id, fixed)
 
     def loss_module(self, model: nn.Module) -> SupervisedLoss:
-        return SupervisedLoss(model, self.chunk_tokens)
+        return SupervisedLoss(model, self.chunk_tokens, self.fused_head)

@@ -1,0 +1,153 @@
+"""The fused LM-head loss (`LinearCrossEntropy`) is the checkpointed per-chunk loss computed in
+one pass: the same loss and the same gradients for the hidden states and for the head, in
+float64 to the last bits and under bf16 autocast to bf16's rounding."""
+
+import pytest
+import torch
+from torch import nn
+
+from instill.config import TrainConfig
+from instill.data.masking import IGNORE_INDEX
+from instill.models.adapters import apply_method
+from instill.models.loss import LinearCrossEntropy, head_weight, supervised_ce_sum
+from instill.models.tiny import build_tiny_model
+from instill.train.sft import SupervisedLoss
+
+VOCAB, DIM = 97, 16
+
+
+def _inputs(dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(3, 21, DIM, generator=g, dtype=dtype)
+    labels = torch.randint(0, VOCAB, (3, 21), generator=g)
+    labels[0, :8] = IGNORE_INDEX  # a prompt
+    labels[2, 15:] = IGNORE_INDEX  # padding
+    return hidden, labels
+
+
+def _loss_and_grads(head, hidden, labels, fused, chunk=7, softcap=None, autocast=False):
+    head.zero_grad(set_to_none=True)
+    h = hidden.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss, n = supervised_ce_sum(h, labels, head, chunk, softcap, fused=fused)
+    (loss * 0.37).backward()  # a scale, as the loop's division by the step's weight
+    grads = {k: p.grad for k, p in head.named_parameters() if p.grad is not None}
+    return loss.detach(), n, h.grad, grads
+
+
+@pytest.mark.parametrize("softcap", [None, 3.0])
+@pytest.mark.parametrize("trains_head", [False, True])
+def test_fused_equals_checkpointed_in_float64(trains_head, softcap):
+    head = nn.Linear(DIM, VOCAB, bias=False).double()
+    head.weight.requires_grad_(trains_head)
+    hidden, labels = _inputs()
+    ref = _loss_and_grads(head, hidden, labels, fused=False, softcap=softcap)
+    got = _loss_and_grads(head, hidden, labels, fused=True, softcap=softcap)
+    assert got[1] == ref[1] == int((labels[:, 1:] != IGNORE_INDEX).sum())
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(got[2], ref[2], rtol=1e-10, atol=1e-14)
+    assert got[3].keys() == ref[3].keys() == ({"weight"} if trains_head else set())
+    for k in ref[3]:
+        torch.testing.assert_close(got[3][k], ref[3][k], rtol=1e-10, atol=1e-14)
+
+
+def test_fused_under_bf16_autocast_rounds_like_the_checkpointed_path():
+    """Both compute bf16 logits and an fp32 log-softmax, and the logits' gradient G enters the
+    head's matmuls in bf16. They differ only in where the loop's scale is applied (before or
+    after that rounding), so each gradient element differs by at most two bf16 roundings
+    (2^-8 relative each) of the terms it sums: 2^-7 x (|G| |W|) for the hidden states and
+    2^-7 x (|G|^T |X|) for the head."""
+    head = nn.Linear(DIM, VOCAB, bias=False)
+    hidden, labels = _inputs(torch.float32)
+    ref = _loss_and_grads(head, hidden, labels, fused=False, autocast=True)
+    got = _loss_and_grads(head, hidden, labels, fused=True, autocast=True)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=0)
+    keep = labels[:, 1:] != IGNORE_INDEX
+    x = hidden[:, :-1][keep].to(torch.bfloat16).double()  # [n, dim]
+    w = head.weight.detach().to(torch.bfloat16).double()  # [vocab, dim]
+    g = torch.softmax(x @ w.t(), dim=-1)  # [n, vocab]
+    g[torch.arange(len(g)), labels[:, 1:][keep]] -= 1
+    g = g.abs() * 0.37
+    bound_h = 2**-6 * (g @ w.abs()) + 1e-7  # [n, dim]
+    diff_h = (got[2] - ref[2])[:, :-1][keep].double().abs()
+    assert (diff_h <= bound_h).all(), (diff_h / bound_h).max()
+    assert got[2][:, -1].abs().max() == 0 and ref[2][:, -1].abs().max() == 0
+    bound_w = 2**-6 * (g.t() @ x.abs()) + 1e-7  # [vocab, dim]
+    diff_w = (got[3]["weight"] - ref[3]["weight"]).double().abs()
+    assert (diff_w <= bound_w).all(), (diff_w / bound_w).max()
+
+
+def test_tied_head_accumulates_with_the_embedding_gradient():
+    embed = nn.Embedding(VOCAB, DIM).double()
+    head = nn.Linear(DIM, VOCAB, bias=False).double()
+    head.weight = embed.weight  # tied, as SmolLM2 and Gemma
+    ids = torch.randint(0, VOCAB, (3, 21), generator=torch.Generator().manual_seed(3))
+    _, labels = _inputs()
+    grads = []
+    for fused in (False, True):
+        embed.zero_grad(set_to_none=True)
+        hidden = torch.tanh(embed(ids))
+        loss, _ = supervised_ce_sum(hidden, labels, head, 5, fused=fused)
+        loss.backward()
+        grads.append(embed.weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-10, atol=1e-14)
+
+
+def test_lora_model_with_trained_token_rows_gets_the_same_gradients():
+    """PEFT's trainable token rows on the head (a base model's turn markers): the fused loss
+    multiplies by the merged weight and routes its gradient to the trained rows only."""
+    grads = []
+    for fused in (False, True):
+        model = build_tiny_model("tiny-random-llama").double()
+        cfg = TrainConfig(method="lora", lora={"r": 4, "alpha": 8, "targets": "all-linear"})
+        model = apply_method(model, cfg, token_ids=[5, 7])
+        loss_model = SupervisedLoss(model, chunk_tokens=6, fused_head=fused)
+        assert head_weight(model.get_base_model().get_output_embeddings()) is not None
+        g = torch.Generator().manual_seed(4)
+        ids = torch.randint(3, 512, (2, 16), generator=g)
+        labels = ids.clone()
+        labels[:, :5] = IGNORE_INDEX
+        labels[0, 9] = 7  # a trained row is a target
+        loss, _ = loss_model(ids, labels)
+        loss.backward()
+        named = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        assert any("trainable_tokens_delta" in n for n in named)
+        grads.append((loss.detach(), named))
+    (ref_loss, ref), (got_loss, got) = grads
+    torch.testing.assert_close(got_loss, ref_loss, rtol=1e-12, atol=0)
+    for n in ref:
+        torch.testing.assert_close(got[n], ref[n], rtol=1e-9, atol=1e-13)
+
+
+def test_heads_it_cannot_fuse_take_the_checkpointed_path():
+    assert head_weight(nn.Linear(DIM, VOCAB, bias=True)) is None
+    assert head_weight(nn.Sequential(nn.Linear(DIM, VOCAB, bias=False))) is None
+    head = nn.Linear(DIM, VOCAB, bias=True).double()
+    hidden, labels = _inputs()
+    ref = _loss_and_grads(head, hidden, labels, fused=False)
+    got = _loss_and_grads(head, hidden, labels, fused=True)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[2], ref[2])
+
+
+def test_no_grad_and_nothing_labelled_fall_back():
+    head = nn.Linear(DIM, VOCAB, bias=False).double()
+    hidden, labels = _inputs()
+    with torch.no_grad():
+        a, _ = supervised_ce_sum(hidden, labels, head, 7, fused=True)
+        b, _ = supervised_ce_sum(hidden, labels, head, 7, fused=False)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
+    none = torch.full_like(labels, IGNORE_INDEX)
+    h = hidden.clone().requires_grad_(True)
+    loss, n = supervised_ce_sum(h, none, head, 7, fused=True)
+    loss.backward()  # every parameter still takes part (DDP ranks stay in step)
+    assert n == 0 and loss.item() == 0.0 and head.weight.grad is not None
+
+
+def test_function_returns_a_scalar_sum():
+    hidden, labels = _inputs()
+    x = hidden[0, :10]
+    w = torch.randn(VOCAB, DIM, dtype=torch.float64)
+    t = labels[1, :10]
+    loss = LinearCrossEntropy.apply(x, w, t, 4, None)
+    want = torch.nn.functional.cross_entropy(x @ w.t(), t, reduction="sum")
+    assert loss.shape == () and torch.allclose(loss, want, rtol=1e-12)
