@@ -77,12 +77,14 @@ BUCKET = 32  # sequences are padded up to a multiple of this and batched by padd
 def _buckets(ids: torch.Tensor, sliding_window: int | None) -> tuple[list, torch.Tensor]:
     """Group the batch's sequences by padded length.
 
-    Returns `[(length, gather [n, length] flat token index, windowed?)]` and the permutation
-    that puts the concatenated real outputs of the buckets back in flat token order. A padded
+    Returns `[(length, count, gather, keep, windowed?)]` and `inverse`: `gather` holds the flat
+    token index of each `[count, length]` slot, `keep` the slots that hold a real token, and
+    `inverse` puts the concatenated real slots of all buckets back in flat token order. A padded
     slot repeats the sequence's last token: padding sits after every real query of its sequence,
-    so under the causal mask no real query sees it, and its own outputs are dropped.
+    so under the causal mask no real query sees it, and its own outputs are dropped. Plain index
+    lists, so the gathers are `index_select`s, whose backward is a fast `index_add` (advanced
+    indexing's is a serial `index_put` with accumulation: ~2x slower here).
     """
-    flat = ids.reshape(-1)
     seq = ids.shape[-1]
     rows = ids.reshape(-1, seq)
     edges = []
@@ -97,18 +99,24 @@ def _buckets(ids: torch.Tensor, sliding_window: int | None) -> tuple[list, torch
         groups.setdefault((length, windowed), []).append((start, n))
     buckets, order = [], []
     for (length, windowed), members in groups.items():
-        gather = torch.empty(len(members), length, dtype=torch.long)
+        gather, keep = [], []
         for i, (start, n) in enumerate(members):
-            gather[i, :n] = torch.arange(start, start + n)
-            gather[i, n:] = start + n - 1
-            order.append(gather[i, :n])
-        valid = torch.zeros(len(members), length, dtype=torch.bool)
-        for i, (_, n) in enumerate(members):
-            valid[i, :n] = True
-        buckets.append((length, gather.to(flat.device), valid.to(flat.device), windowed))
-    inverse = torch.empty(flat.numel(), dtype=torch.long)
-    inverse[torch.cat(order)] = torch.arange(flat.numel())
-    return buckets, inverse.to(flat.device)
+            gather += [*range(start, start + n), *[start + n - 1] * (length - n)]
+            keep += range(i * length, i * length + n)
+            order += range(start, start + n)
+        device = ids.device
+        buckets.append(
+            (
+                length,
+                len(members),
+                torch.tensor(gather, device=device),
+                torch.tensor(keep, device=device),
+                windowed,
+            )
+        )
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return buckets, inverse.to(ids.device)
 
 
 def packed_sdpa_attention_forward(
@@ -152,10 +160,11 @@ def packed_sdpa_attention_forward(
         cache[sliding_window] = _buckets(attention_mask, sliding_window)
     buckets, inverse = cache[sliding_window]
     outs = []
-    for length, gather, valid, windowed in buckets:
-        q = q_flat[gather].transpose(1, 2)  # [n, heads, length, dim]
-        k = k_flat[gather].transpose(1, 2)
-        v = v_flat[gather].transpose(1, 2)
+    for length, count, gather, keep, windowed in buckets:
+        # [count, heads, length, dim]
+        q = q_flat.index_select(0, gather).view(count, length, heads, dim).transpose(1, 2)
+        k = k_flat.index_select(0, gather).view(count, length, -1, dim).transpose(1, 2)
+        v = v_flat.index_select(0, gather).view(count, length, -1, dim).transpose(1, 2)
         if windowed:
             i = torch.arange(length, device=q.device)
             mask = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < sliding_window)
@@ -166,6 +175,7 @@ def packed_sdpa_attention_forward(
             out = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=dropout, scale=scaling, enable_gqa=gqa
             )
-        outs.append(out.transpose(1, 2)[valid])  # [real tokens, heads, dim]
-    out = torch.cat(outs)[inverse]  # [batch * seq, heads, dim] in token order
+        out = out.transpose(1, 2).reshape(count * length, heads, dim)
+        outs.append(out.index_select(0, keep))  # [real tokens, heads, dim]
+    out = torch.cat(outs).index_select(0, inverse)  # [batch * seq, heads, dim] in token order
     return out.reshape(batch, seq, heads, dim), None

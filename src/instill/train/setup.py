@@ -23,6 +23,7 @@ from instill.models import packed_attention
 from instill.models.adapters import (
     apply_method,
     disable_adapter_input_casts,
+    fuse_lora_outputs,
     is_row_masked,
     trainable_parameter_count,
 )
@@ -392,6 +393,8 @@ def build_run(config: Config, resume: bool = False) -> Run:
     model = apply_method(model, config.train, token_ids)
     if compute == torch.bfloat16 and config.train.method in ("lora", "qlora"):
         disable_adapter_input_casts(model)  # every forward of the run is under bf16 autocast
+    if config.train.method in ("lora", "qlora"):
+        fuse_lora_outputs(model)  # the update added in the GEMM's epilogue, not in two passes
     for p in model.parameters():
         if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
