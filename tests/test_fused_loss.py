@@ -9,7 +9,7 @@ from torch import nn
 from instill.config import TrainConfig
 from instill.data.masking import IGNORE_INDEX
 from instill.models.adapters import apply_method
-from instill.models.loss import LinearCrossEntropy, head_weight, supervised_ce_sum
+from instill.models.loss import LinearCrossEntropy, head_parts, supervised_ce_sum
 from instill.models.tiny import build_tiny_model
 from instill.train.sft import SupervisedLoss
 
@@ -102,7 +102,9 @@ def test_lora_model_with_trained_token_rows_gets_the_same_gradients():
         cfg = TrainConfig(method="lora", lora={"r": 4, "alpha": 8, "targets": "all-linear"})
         model = apply_method(model, cfg, token_ids=[5, 7])
         loss_model = SupervisedLoss(model, chunk_tokens=6, fused_head=fused)
-        assert head_weight(model.get_base_model().get_output_embeddings()) is not None
+        # the head's frozen weight and the trained rows, never the merged [vocab, dim] weight
+        weight, rows, index = head_parts(model.get_base_model().get_output_embeddings())
+        assert not weight.requires_grad and rows.requires_grad and index.tolist() == [5, 7]
         g = torch.Generator().manual_seed(4)
         ids = torch.randint(3, 512, (2, 16), generator=g)
         labels = ids.clone()
@@ -120,8 +122,8 @@ def test_lora_model_with_trained_token_rows_gets_the_same_gradients():
 
 
 def test_heads_it_cannot_fuse_take_the_checkpointed_path():
-    assert head_weight(nn.Linear(DIM, VOCAB, bias=True)) is None
-    assert head_weight(nn.Sequential(nn.Linear(DIM, VOCAB, bias=False))) is None
+    assert head_parts(nn.Linear(DIM, VOCAB, bias=True)) is None
+    assert head_parts(nn.Sequential(nn.Linear(DIM, VOCAB, bias=False))) is None
     head = nn.Linear(DIM, VOCAB, bias=True).double()
     hidden, labels = _inputs()
     ref = _loss_and_grads(head, hidden, labels, fused=False)
@@ -148,6 +150,6 @@ def test_function_returns_a_scalar_sum():
     x = hidden[0, :10]
     w = torch.randn(VOCAB, DIM, dtype=torch.float64)
     t = labels[1, :10]
-    loss = LinearCrossEntropy.apply(x, w, t, 4, None)
+    loss = LinearCrossEntropy.apply(x, w, None, None, t, 4, None)
     want = torch.nn.functional.cross_entropy(x @ w.t(), t, reduction="sum")
     assert loss.shape == () and torch.allclose(loss, want, rtol=1e-12)

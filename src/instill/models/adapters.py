@@ -165,10 +165,11 @@ def fuse_lora_outputs(model: nn.Module) -> int:
     PEFT's sum takes two more passes over the `[tokens, out_features]` output (the scaling, then
     the add) and one more in backward (the scaling's); a GEMM's epilogue does both for free and
     scales only the rank-r gradients. Same sum, fewer roundings (`tests/test_fused_lora.py`). Only
-    plain `peft.tuners.lora.Linear` layers on an `nn.Linear` base are changed, and each falls
-    back to PEFT's own forward while anything else is in play: adapters disabled or merged,
-    several active adapters, per-request adapter names, dropout, DoRA or other variants, a bias
-    on B. Returns the number of layers changed.
+    plain `peft.tuners.lora.Linear` layers on an `nn.Linear` base are changed; dropout is drawn
+    at the point PEFT draws it, so a seeded run takes the same masks. Each layer falls back to
+    PEFT's own forward while anything else is in play: adapters disabled or merged, several
+    active adapters, per-request adapter names, DoRA or other variants, a bias on B. Returns
+    the number of layers changed.
     """
     from peft.tuners.lora.layer import Linear as LoraLinear
 
@@ -192,12 +193,13 @@ def _fused_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         or self.merged
         or name not in self.lora_A
         or name in self.lora_variant
-        or not isinstance(self.lora_dropout[name], nn.Identity)
         or self.lora_B[name].bias is not None
     ):
         return LoraLinear.forward(self, x, *args, **kwargs)
     result = self.base_layer(x)  # [..., out]
-    a = self.lora_A[name](self._cast_input_dtype(x, self.lora_A[name].weight.dtype))  # [..., r]
+    # PEFT's order: the base first, then dropout on the input (the same random draws)
+    x = self._cast_input_dtype(x, self.lora_A[name].weight.dtype)
+    a = self.lora_A[name](self.lora_dropout[name](x))  # [..., r]
     out = torch.addmm(
         result.reshape(-1, result.shape[-1]),
         a.reshape(-1, a.shape[-1]),
