@@ -56,14 +56,21 @@ def labelled_logprobs(
     Returns:
         `(logprob_sum [batch], token_count [batch])`.
     """
+    selected, flat_targets, keep = labelled_positions(hidden, labels)
+    sums = indexed_logprobs(
+        selected, flat_targets, keep.nonzero()[:, 0], hidden, lm_head, chunk_tokens, softcap
+    )
+    return sums, keep.sum(dim=1)
+
+
+def labelled_positions(
+    hidden: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(selected [n, dim], targets [n], keep [batch, seq-1])`: the hidden states whose next
+    token is labelled, those tokens, and where they are (position t predicts `labels[t + 1]`)."""
     targets = labels[:, 1:]  # [batch, seq-1]
     keep = targets != IGNORE_INDEX
-    counts = keep.sum(dim=1)  # [batch]
-    selected = hidden[:, :-1][keep]  # [n, dim]
-    sums = indexed_logprobs(
-        selected, targets[keep], keep.nonzero()[:, 0], hidden, lm_head, chunk_tokens, softcap
-    )
-    return sums, counts
+    return hidden[:, :-1][keep], targets[keep], keep
 
 
 def indexed_logprobs(
@@ -121,16 +128,13 @@ def supervised_ce_sum(
     """
     parts = head_parts(lm_head) if fused and torch.is_grad_enabled() else None
     if parts is not None:
-        targets = labels[:, 1:]  # [batch, seq-1]
-        keep = targets != IGNORE_INDEX
-        n = int(keep.sum())
-        if n:
-            selected = hidden[:, :-1][keep]  # [n, dim]
+        selected, flat_targets, _ = labelled_positions(hidden, labels)
+        if flat_targets.numel():
             weight, rows, index = parts
             loss = LinearCrossEntropy.apply(
-                selected, weight, rows, index, targets[keep], chunk_tokens, softcap
+                selected, weight, rows, index, flat_targets, chunk_tokens, softcap
             )
-            return loss, n
+            return loss, int(flat_targets.numel())
     logprobs, counts = labelled_logprobs(hidden, labels, lm_head, chunk_tokens, softcap)
     return -logprobs.sum(), int(counts.sum())
 

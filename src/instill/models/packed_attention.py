@@ -62,6 +62,7 @@ def packed_sequence_ids(position_ids: torch.Tensor) -> torch.Tensor:
 
 
 def is_sequence_ids(mask: torch.Tensor | None) -> bool:
+    """Whether `mask` is what `packed_sequence_ids` builds (every other mask goes to SDPA)."""
     return (
         isinstance(mask, torch.Tensor)
         and mask.dim() == 4
@@ -97,14 +98,13 @@ def _buckets(ids: torch.Tensor, sliding_window: int | None) -> tuple[list, torch
         length = -(-n // BUCKET) * BUCKET
         windowed = sliding_window is not None and n > sliding_window
         groups.setdefault((length, windowed), []).append((start, n))
-    buckets, order = [], []
+    buckets, order, device = [], [], ids.device
     for (length, windowed), members in groups.items():
         gather, keep = [], []
         for i, (start, n) in enumerate(members):
             gather += [*range(start, start + n), *[start + n - 1] * (length - n)]
             keep += range(i * length, i * length + n)
             order += range(start, start + n)
-        device = ids.device
         buckets.append(
             (
                 length,
@@ -116,7 +116,7 @@ def _buckets(ids: torch.Tensor, sliding_window: int | None) -> tuple[list, torch
         )
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
-    return buckets, inverse.to(ids.device)
+    return buckets, inverse.to(device)
 
 
 def packed_sdpa_attention_forward(
