@@ -59,14 +59,18 @@ def test_gpu_bench_refuses_to_pretend_without_a_gpu():
     assert "no CUDA device here: run with --dry-run" in proc.stderr
 
 
-def _run_bench(script: str, *args: str, timeout: int = 600) -> list[dict]:
-    proc = subprocess.run(
+def _run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
+
+
+def _run_bench(script: str, *args: str, timeout: int = 600) -> list[dict]:
+    proc = _run_script(script, *args, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
 
@@ -104,3 +108,40 @@ def test_generation_bench_agrees_with_plain_generate():
     assert all(x["identical_answers"] == "6/6" for x in lines)
     assert len({x["generated_tokens"] for x in lines}) == 1 and lines[0]["generated_tokens"] > 0
     assert lines[2]["vs_generate"] == 1.0 and lines[0]["vs_generate"] > 0
+
+
+def test_lever_bench_tabulates_paired_differences(tmp_path):
+    records = tmp_path / "records.jsonl"
+    proc = _run_script(
+        "if_levers.py",
+        "--models",
+        "a=tiny-random-gemma,b=tiny-random-gemma",
+        "--eval-per-family",
+        "1",
+        "--max-long-new-tokens",
+        "8",
+        "--records",
+        str(records),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [
+        line
+        for line in proc.stdout.splitlines()
+        if line.startswith("| a |") or line.startswith("| b |")
+    ]
+    assert len(rows) == 2
+    answers = [json.loads(line) for line in records.read_text().splitlines()]
+    by_model = {m: [r for r in answers if r["model"] == m] for m in ("a", "b")}
+    # 3 held-out long-form families x 1 + 13 trained ones x 2, and the format families x 1
+    assert sum(r["task"] == "heldout_if" for r in by_model["a"]) == 29
+    assert len(by_model["a"]) == len(by_model["b"]) > 29
+    # the same greedy model twice: the same answers, so a zero paired difference
+    assert [r["response"] for r in by_model["a"]] == [r["response"] for r in by_model["b"]]
+    assert rows[1].count("+0.0 (+0.0, +0.0)") == 2
+    # a long answer's budget is capped as asked, a short one keeps make demo's 64 tokens
+    long_form = [r for r in answers if r["task"] == "heldout_if"]
+    assert all(r["stopped"] or r["tokens"] in (8, 64) for r in answers)
+    assert any(r["tokens"] == 8 and not r["stopped"] for r in long_form)
+
+    bad = _run_script("if_levers.py", "--settings", "nope", timeout=120)
+    assert bad.returncode == 2 and "unknown setting(s) ['nope']" in bad.stderr

@@ -121,6 +121,56 @@ def test_long_answers_get_token_budgets_from_their_length(suite):
         build_suite(augment_share=1.5)
 
 
+def test_longform_rows_and_augmentation_are_set_apart_from_the_rest(suite):
+    from instill.data.builtin.source import read_builtin, suite_kwargs
+    from instill.errors import InstillError
+
+    more = build_suite(
+        seed=0,
+        train_per_family=12,
+        eval_per_family=4,
+        longform_per_family=30,
+        longform_augment_share=1.0,
+    )
+    old = suite.rows["train"]
+    new = more.rows["train"]
+    longform = {r["family"] for r in old if r["category"] == "longform"}
+    assert longform and len(longform) < len({r["family"] for r in old})
+    for fam in {r["family"] for r in old}:
+        mine = [r for r in new if r["family"] == fam]
+        before = [r for r in old if r["family"] == fam]
+        if fam in longform:
+            assert len(mine) == 30
+            # the same seeded stream of instances: passages and contexts come in the same order
+            assert [r["context"] for r in mine[:12]] == [r["context"] for r in before]
+        else:
+            assert mine == before  # other families untouched, augmentation included
+    augmented = sum(bool(r["augmented"]) for r in new if r["family"] in longform)
+    assert augmented >= 0.95 * 30 * len(longform)
+    # the eval splits do not move (only collisions with training prompts could)
+    assert more.rows["heldout_if"] == suite.rows["heldout_if"]
+
+    spec = "builtin:train?per_family=2&longform_per_family=5&longform_augment=0"
+    rows = list(read_builtin(spec))
+    assert len(rows) == 2 * (
+        len(families()) - len(HELD_OUT_FAMILIES) - len(HELD_OUT_LONGFORM)
+    ) + 3 * len(longform)
+    assert (
+        suite_kwargs(spec, {"longform_per_family": "5", "longform_augment": "0"})[
+            "longform_augment_share"
+        ]
+        == 0.0
+    )
+    with pytest.raises(InstillError, match="longform_augment must be a share between 0 and 1"):
+        suite_kwargs("builtin:train", {"longform_augment": "2"})
+    with pytest.raises(InstillError, match="longform_per_family must be 0 or more"):
+        suite_kwargs("builtin:train", {"longform_per_family": "-1"})
+    with pytest.raises(InstillError, match="and longform_per_family must be integers"):
+        suite_kwargs("builtin:train", {"longform_per_family": "many"})
+    with pytest.raises(ValueError, match="longform_augment_share"):
+        build_suite(longform_augment_share=-0.1)
+
+
 def test_suite_is_deterministic(suite):
     again = build_suite(seed=0, train_per_family=12, eval_per_family=4)
     assert again.rows == suite.rows

@@ -60,3 +60,29 @@ def test_quickstart_dpo_stage_reports_three_models(tmp_path, capsys):
     assert (out / "report" / "families.png").is_file()
     md = (out / "report" / "report.md").read_text()
     assert md.index("**all prompts**") < md.index("## Per family")
+
+
+def test_dpo_prompts_come_after_each_familys_sft_rows_and_skip_eval_prompts():
+    from instill.data.builtin.suite import build_suite, prompt_key
+    from instill.pipelines.quickstart import dpo_prompts
+
+    params = {
+        "seed": 0,
+        "train_per_family": 3,
+        "augment_share": 0.4,
+        "longform_per_family": 5,
+        "longform_augment_share": 0.9,
+    }
+    suite = build_suite(eval_per_family=2, **params)
+    rows = dpo_prompts(suite, params, per_family=2)
+    taken = {prompt_key(r) for split in suite.rows.values() for r in split}
+    assert rows and not any(prompt_key(r) in taken for r in rows)
+    assert len({prompt_key(r) for r in rows}) == len(rows)
+    families = {r["family"]: r["category"] for r in suite.rows["train"]}
+    assert "longform" in families.values()
+    for row in rows:
+        index = int(row["id"].rsplit("/", 1)[1])
+        sft = 5 if families[row["family"]] == "longform" else 3
+        assert sft <= index < sft + 2  # the rows right after the ones SFT trained on
+    per_family = {f: sum(r["family"] == f for r in rows) for f in families}
+    assert sum(per_family.values()) >= 2 * len(families) - 3  # a collision may drop one

@@ -139,12 +139,21 @@ def dpo_prompts(suite, params: dict, per_family: int) -> list[dict]:
     from instill.data.builtin.suite import build_suite, prompt_key
 
     trained = params["train_per_family"]
-    more = build_suite(params["seed"], trained + per_family, 1, params["augment_share"])
-    more = more.rows["train"]
+    longform = params.get("longform_per_family")
+    longform = trained if longform is None else longform
+    more = build_suite(
+        **{
+            **params,
+            "train_per_family": trained + per_family,
+            "longform_per_family": longform + per_family,
+            "eval_per_family": 1,
+        }
+    ).rows["train"]
     taken = {prompt_key(r) for rows in suite.rows.values() for r in rows}
     out = []
     for row in more:
-        if int(row["id"].rsplit("/", 1)[1]) < trained or prompt_key(row) in taken:
+        sft_rows = longform if row["category"] == "longform" else trained
+        if int(row["id"].rsplit("/", 1)[1]) < sft_rows or prompt_key(row) in taken:
             continue
         taken.add(prompt_key(row))
         out.append(row)

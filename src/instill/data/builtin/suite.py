@@ -146,6 +146,8 @@ def build_suite(
     train_per_family: int = 80,
     eval_per_family: int = 6,
     augment_share: float = AUGMENT_SHARE,
+    longform_per_family: int | None = None,
+    longform_augment_share: float | None = None,
 ) -> Suite:
     """Generate the whole suite deterministically from `seed`.
 
@@ -155,9 +157,21 @@ def build_suite(
         eval_per_family: prompts per family in each evaluation split it belongs to (trained
             long-form families: a quarter of it, at least 2, in `heldout_if`).
         augment_share: the share of training rows given extra constraints (0: none).
+        longform_per_family: training rows per trained long-form family (default:
+            `train_per_family`).
+        longform_augment_share: the share of long-form training rows given extra constraints
+            (default: `augment_share`); layout constraints (paragraphs, sections, bullets,
+            highlights) fit only such multi-paragraph answers.
+
+    Every family draws its rows from its own seeded streams, so changing one family's count or
+    share leaves the others' rows as they were, and more rows extend the same sequence.
     """
-    if not 0 <= augment_share <= 1:
-        raise ValueError(f"augment_share must be between 0 and 1, got {augment_share}")
+    for name, share in (
+        ("augment_share", augment_share),
+        ("longform_augment_share", longform_augment_share),
+    ):
+        if share is not None and not 0 <= share <= 1:
+            raise ValueError(f"{name} must be between 0 and 1, got {share}")
     fams = families()
     held_out = (*HELD_OUT_FAMILIES, *HELD_OUT_LONGFORM)
     missing = [f for f in held_out if f not in fams]
@@ -170,9 +184,13 @@ def build_suite(
         rng = random.Random(f"{seed}/train/{fam.name}")
         aug_rng = random.Random(f"{seed}/augment/{fam.name}")
         usable = len(fam.phrasings) - HELD_OUT_PHRASINGS
-        for i in range(train_per_family):
+        count, share = train_per_family, augment_share
+        if fam.category == "longform":
+            count = train_per_family if longform_per_family is None else longform_per_family
+            share = augment_share if longform_augment_share is None else longform_augment_share
+        for i in range(count):
             inst = fam.generate(rng)
-            extra = aug_rng if aug_rng.random() < augment_share else None
+            extra = aug_rng if aug_rng.random() < share else None
             row = make_row(fam, inst, i % usable, "train", i, extra)
             suite.rows["train"].append(row)
             seen.add(prompt_key(row))
