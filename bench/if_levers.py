@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,13 +81,7 @@ def evaluate_models(models: dict[str, str], eval_per_family: int, cap: int = 640
 
     # the evaluation prompts of make demo's suite (seed 0), only more of them per family
     suite = build_suite(seed=0, train_per_family=28, eval_per_family=eval_per_family)
-    tasks = suite_tasks(suite, splits=SPLITS)
-    for task in tasks:
-        task.max_new_tokens = 64
-        task.items = [
-            replace(i, max_new_tokens=min(i.max_new_tokens, cap)) if i.max_new_tokens else i
-            for i in task.items
-        ]
+    tasks = suite_tasks(suite, SPLITS, max_new_tokens=64, long_cap=cap)
     records = []
     for name, path in models.items():
         started = time.perf_counter()

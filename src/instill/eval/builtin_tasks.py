@@ -9,20 +9,38 @@ imports this module, so the tasks are registered whenever anything of `instill.e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from instill.data.builtin.suite import EVAL_SPLITS, Suite, build_suite, eval_row
 from instill.data.sources import RawRow
 from instill.eval.tasks import EvalTask, parse_eval_row, register_task
 
 
-def suite_tasks(suite: Suite, splits: tuple[str, ...] = EVAL_SPLITS) -> list[EvalTask]:
-    """The evaluation splits of `suite` as eval tasks (one per split; families kept per prompt)."""
+def suite_tasks(
+    suite: Suite,
+    splits: tuple[str, ...] = EVAL_SPLITS,
+    max_new_tokens: int = 96,
+    long_cap: int | None = None,
+) -> list[EvalTask]:
+    """The evaluation splits of `suite` as eval tasks (one per split; families kept per prompt).
+
+    `max_new_tokens` is the budget of short answers; a long-form prompt keeps the budget of its
+    reference length, capped at `long_cap` when given.
+    """
     tasks = []
     for split in splits:
         items = [
             parse_eval_row(RawRow(eval_row(r), r["id"]), "generate", "exact_match")
             for r in suite.rows[split]
         ]
-        tasks.append(EvalTask(name=split, items=items, max_new_tokens=96))
+        if long_cap is not None:
+            items = [
+                replace(i, max_new_tokens=min(i.max_new_tokens, long_cap))
+                if i.max_new_tokens
+                else i
+                for i in items
+            ]
+        tasks.append(EvalTask(name=split, items=items, max_new_tokens=max_new_tokens))
     return tasks
 
 

@@ -61,20 +61,13 @@ def run_quickstart(config: Config, log=print) -> dict:
         f"built-in suite: {counts['train']} training rows; evaluation prompts: "
         + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "train")
     )
-    tasks = suite_tasks(suite)
     ev = config.eval
+    tasks = suite_tasks(
+        suite, max_new_tokens=ev.max_new_tokens, long_cap=config.quickstart.max_long_new_tokens
+    )
     sampling = SamplingConfig(
         ev.max_new_tokens, ev.do_sample, ev.temperature, ev.top_p, ev.seed, ev.batch_size
     )
-    cap = config.quickstart.max_long_new_tokens
-    for task in tasks:
-        task.max_new_tokens = ev.max_new_tokens
-        task.items = [
-            replace(item, max_new_tokens=min(item.max_new_tokens, cap))
-            if item.max_new_tokens
-            else item
-            for item in task.items
-        ]
     data = config.require_data("quickstart")
 
     steps = 5 if config.quickstart.dpo.enabled else 3
