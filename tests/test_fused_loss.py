@@ -153,3 +153,29 @@ def test_function_returns_a_scalar_sum():
     loss = LinearCrossEntropy.apply(x, w, None, None, t, 4, None)
     want = torch.nn.functional.cross_entropy(x @ w.t(), t, reduction="sum")
     assert loss.shape == () and torch.allclose(loss, want, rtol=1e-12)
+
+
+def test_checkpointed_chunks_are_capped_by_bytes_with_the_same_result(monkeypatch):
+    """Per-row log-probs (DPO, scoring) keep a chunk's `[chunk, vocab]` fp32 buffer within
+    CHUNK_BYTES, as the fused loss does: fewer rows per chunk, the same sums."""
+    import instill.models.loss as loss_module
+
+    assert loss_module.capped_chunk(1024, 262_144) == 256  # Gemma 3's head at 256 MiB
+    assert loss_module.capped_chunk(1024, 49_152) == 1024  # SmolLM2's: the rows asked for
+    assert loss_module.capped_chunk(1024, None) == 1024
+    head = nn.Linear(DIM, VOCAB, bias=False).double()
+    hidden, labels = _inputs()
+    ref, counts = loss_module.labelled_logprobs(hidden, labels, head, chunk_tokens=1024)
+    seen: list[int] = []
+    chunk_nll = loss_module._chunk_nll
+
+    def recording(lm_head, h, t, softcap):
+        seen.append(h.shape[0])
+        return chunk_nll(lm_head, h, t, softcap)
+
+    monkeypatch.setattr(loss_module, "_chunk_nll", recording)
+    monkeypatch.setattr(loss_module, "CHUNK_BYTES", 5 * VOCAB * 4)  # 5 rows of fp32 logits
+    got, got_counts = loss_module.labelled_logprobs(hidden, labels, head, chunk_tokens=1024)
+    assert max(seen) == 5 and sum(seen) == int(counts.sum()) > 5
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert torch.equal(got_counts, counts)

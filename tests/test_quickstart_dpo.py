@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from instill.cli import main
 
 
@@ -57,6 +59,10 @@ def test_quickstart_dpo_stage_reports_three_models(tmp_path, capsys):
     info = json.loads((out / "dpo" / "final" / "instill.json").read_text())
     assert info["base_model"].endswith("sft-merged")
     assert (out / "dpo" / "sft-merged" / "config.json").is_file()
+    # The shipped stage's objective: sigmoid DPO plus the chosen answer's NLL (sft_weight).
+    dpo_train = yaml.safe_load((out / "dpo" / "config.yaml").read_text())["train"]
+    assert dpo_train["objective"] == "dpo"
+    assert dpo_train["dpo"]["loss"] == "sigmoid" and dpo_train["dpo"]["sft_weight"] == 1.0
     assert (out / "report" / "families.png").is_file()
     md = (out / "report" / "report.md").read_text()
     assert md.index("**all prompts**") < md.index("## Per family")

@@ -24,6 +24,26 @@ from torch.utils.checkpoint import checkpoint
 from instill.data.masking import IGNORE_INDEX
 from instill.models.packed_attention import ATTENTION, packed_sequence_ids
 
+CHUNK_BYTES = 256 * 2**20  # a chunk's `[chunk, vocab]` fp32 log-probabilities at most
+
+
+def capped_chunk(chunk_tokens: int, vocab: int | None, itemsize: int = 4) -> int:
+    """Rows per LM-head chunk so that its fp32 `[chunk, vocab]` buffer stays within CHUNK_BYTES
+    (Gemma's 262k-row head: 256 rows, not 1,024, a GEMM still wide enough to run at full speed;
+    SmolLM2's 49k: the 1,024 asked for)."""
+    if not vocab:
+        return chunk_tokens
+    return max(1, min(chunk_tokens, CHUNK_BYTES // (vocab * itemsize)))
+
+
+def head_vocab(lm_head: nn.Module) -> int | None:
+    """Output rows of the LM head (None where it cannot be told without running it)."""
+    parts = head_parts(lm_head)
+    if parts is not None:
+        return int(parts[0].shape[0])
+    out = getattr(lm_head, "out_features", None)
+    return int(out) if isinstance(out, int) and out > 0 else None
+
 
 def _chunk_nll(
     lm_head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, softcap: float | None
@@ -100,6 +120,8 @@ def indexed_logprobs(
         zero = lm_head(hidden.reshape(-1, hidden.shape[-1])[:1]).float().sum() * 0.0
         return zero.expand(n_rows).clone()
     sums = hidden.new_zeros(n_rows, dtype=torch.promote_types(hidden.dtype, torch.float32))
+    # Each checkpointed chunk holds its logits and their fp32 log-softmax at once: cap them.
+    chunk_tokens = capped_chunk(chunk_tokens, head_vocab(lm_head))
     for start in range(0, n, chunk_tokens):
         h = selected[start : start + chunk_tokens]
         t = flat_targets[start : start + chunk_tokens]
@@ -169,9 +191,6 @@ def head_parts(
     return weight, None, None
 
 
-CHUNK_BYTES = 256 * 2**20  # the fused loss's `[chunk, vocab]` fp32 buffer at most
-
-
 class LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T`, chunk by chunk, gradients made in forward.
 
@@ -215,9 +234,7 @@ class LinearCrossEntropy(torch.autograd.Function):
                 else None
             )
             total = torch.zeros((), dtype=acc, device=hidden.device)
-            # A chunk's fp32 log-probabilities stay within CHUNK_BYTES (Gemma's 262k-row head:
-            # 256 rows, not 1,024, a GEMM still wide enough to run at full speed).
-            chunk_tokens = max(1, min(chunk_tokens, CHUNK_BYTES // (w.shape[0] * acc.itemsize)))
+            chunk_tokens = capped_chunk(chunk_tokens, w.shape[0], acc.itemsize)
             for start in range(0, hidden.shape[0], chunk_tokens):
                 x = hidden[start : start + chunk_tokens].detach().to(dtype)  # [chunk, dim]
                 t = targets[start : start + chunk_tokens]
