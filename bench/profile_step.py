@@ -157,6 +157,7 @@ def profile(opts) -> dict:
     comps: dict[str, float] = defaultdict(float)
     comp_flops: dict[str, int] = defaultdict(int)
     ops: dict[str, float] = defaultdict(float)
+    shaped: dict[str, float] = defaultdict(float)
     for ev in prof.events():
         if ev.name.startswith("phase: "):
             phases[ev.name.removeprefix("phase: ")] += ev.cpu_time_total / 1e6
@@ -169,6 +170,7 @@ def profile(opts) -> dict:
         kind = classify(ev.name, ev.input_shapes or [], vocab, rank)
         comps[kind] += self_s
         ops[ev.name] += self_s
+        shaped[f"{ev.name} {ev.input_shapes}"] += self_s
         if kind.startswith("matmul"):
             comp_flops[kind] += matmul_flops(ev.name, ev.input_shapes or [])
     profiled = sum(comps.values())
@@ -182,6 +184,7 @@ def profile(opts) -> dict:
             entry["share_of_peak"] = round(tf / peak, 3)
         table.append(entry)
     top = sorted(ops.items(), key=lambda kv: -kv[1])[: opts.top]
+    top_shaped = sorted(shaped.items(), key=lambda kv: -kv[1])[: opts.top]
     out = {
         "bench": "profile_step",
         "model": opts.model,
@@ -201,6 +204,9 @@ def profile(opts) -> dict:
         "phases_seconds_per_step": {k: round(v / opts.steps, 3) for k, v in phases.items()},
         "components": table,
         "top_ops": [{"op": k, "seconds_per_step": round(v / opts.steps, 3)} for k, v in top],
+        "top_ops_by_shape": [
+            {"op": k, "seconds_per_step": round(v / opts.steps, 3)} for k, v in top_shaped
+        ],
         "machine": machine(),
         "versions": versions(),
         "command": command(),
@@ -235,6 +241,8 @@ def markdown(out: dict) -> str:
         )
     lines += ["", "| top operator | s/step |", "|---|---:|"]
     lines += [f"| `{o['op']}` | {o['seconds_per_step']:.3f} |" for o in out["top_ops"]]
+    lines += ["", "| top operator, by input shapes | s/step |", "|---|---:|"]
+    lines += [f"| `{o['op']}` | {o['seconds_per_step']:.3f} |" for o in out["top_ops_by_shape"]]
     return "\n".join(lines)
 
 

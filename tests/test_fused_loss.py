@@ -179,3 +179,106 @@ def test_checkpointed_chunks_are_capped_by_bytes_with_the_same_result(monkeypatc
     assert max(seen) == 5 and sum(seen) == int(counts.sum()) > 5
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     assert torch.equal(got_counts, counts)
+
+
+def _exact_softmax_xent(logits: torch.Tensor, targets: torch.Tensor):
+    z = logits.double()
+    logp = torch.log_softmax(z, dim=-1)
+    grad = logp.exp()
+    grad[torch.arange(len(targets)), targets] -= 1.0
+    return -logp.gather(1, targets[:, None]).squeeze(1), grad
+
+
+def test_compiled_softmax_kernel_is_the_fp32_log_softmax_of_bf16_logits():
+    """The one-kernel softmax (what bf16 training runs) against float64 arithmetic on the same
+    bf16 logits: the loss to fp32 summation error (vocab x 2^-24 of the exponentials' sum, as
+    a bound on the log), the gradient to one bf16 rounding (2^-8 relative) of each element."""
+    import instill.models.loss as loss_module
+
+    kernel = loss_module._FusedSoftmax()
+    g = torch.Generator().manual_seed(5)
+    for rows, vocab in ((13, 1000), (4, 4099)):
+        logits = (torch.randn(rows, vocab, generator=g) * 4).to(torch.bfloat16)
+        targets = torch.randint(0, vocab, (rows,), generator=g)
+        targets[0] = int(logits[0].float().argmax())  # a confident row: gradient ~0 there
+        nll, grad = kernel(logits, targets)
+        assert kernel._fn is not loss_module._softmax_xent_grad  # compiled, not the fallback
+        assert nll.dtype == torch.float32 and grad.dtype == torch.bfloat16
+        want_nll, want_grad = _exact_softmax_xent(logits, targets)
+        lse = want_nll + logits.double().gather(1, targets[:, None]).squeeze(1)
+        bound = vocab * 2**-24 + lse.abs() * 2**-23
+        assert ((nll.double() - want_nll).abs() <= bound).all()
+        diff = (grad.double() - want_grad).abs()
+        assert (diff <= 2**-8 * want_grad.abs() + 1e-30).all(), diff.max()
+        assert (grad[torch.arange(rows), targets] <= 0).all()
+
+
+def test_compiled_softmax_falls_back_to_the_same_arithmetic(monkeypatch, caplog):
+    """No C++ compiler, or any other compile failure: one warning, then the eager function."""
+    import instill.models.loss as loss_module
+
+    def broken(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("InductorError: no working C++ compiler found")
+
+        return run
+
+    monkeypatch.setattr(loss_module.torch, "compile", broken)
+    kernel = loss_module._FusedSoftmax()
+    logits = torch.randn(5, 50, generator=torch.Generator().manual_seed(6)).to(torch.bfloat16)
+    targets = torch.tensor([0, 3, 49, 7, 7])
+    with caplog.at_level("WARNING", logger="instill.models.loss"):
+        nll, grad = kernel(logits, targets)
+        again = kernel(logits, targets)
+    assert [r.getMessage().count("no working C++ compiler") for r in caplog.records] == [1]
+    assert loss_module.FUSED_SOFTMAX_ENV in caplog.records[0].getMessage()
+    want = loss_module._softmax_xent_grad(logits, targets)
+    for got in ((nll, grad), again):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_compiled_softmax_can_be_switched_off(monkeypatch):
+    import instill.models.loss as loss_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("compiled although INSTILL_FUSED_SOFTMAX=0")
+
+    monkeypatch.setattr(loss_module.torch, "compile", never)
+    monkeypatch.setenv(loss_module.FUSED_SOFTMAX_ENV, "0")
+    kernel = loss_module._FusedSoftmax()
+    logits = torch.randn(3, 20).to(torch.bfloat16)
+    nll, _ = kernel(logits, torch.tensor([1, 2, 3]))
+    want, _ = _exact_softmax_xent(logits, torch.tensor([1, 2, 3]))
+    torch.testing.assert_close(nll.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_trained_rows_under_bf16_autocast_follow_the_merged_weight():
+    """bf16 training of a head with PEFT's trained rows (the fused kernel, the rows' columns
+    overwritten instead of a copied weight) against float64 arithmetic on the merged weight's
+    bf16 values. Bounds: each logit is a bf16 rounding of an fp32 sum (2^-8 of its size), so a
+    row's loss moves by at most twice its largest logit change and each gradient element
+    (softmax - onehot, its bf16 rounding, a bf16 matmul) by (2^-7 + 4 max|dz|) of |G| |W|."""
+    g = torch.Generator().manual_seed(7)
+    n, vocab, dim = 19, VOCAB, DIM
+    x = torch.randn(n, dim, generator=g)
+    w = torch.randn(vocab, dim, generator=g) * 0.5
+    index = torch.tensor([5, 40])
+    rows = (w[index] + torch.randn(2, dim, generator=g)).requires_grad_(True)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    targets[:6] = torch.tensor([5, 40, 5, 40, 5, 40])  # the trained rows are targets
+    h = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = LinearCrossEntropy.apply(h, w, rows, index, targets, 7, None)
+    loss.backward()
+    xb = x.to(torch.bfloat16).double()
+    merged = w.to(torch.bfloat16).double()
+    merged[index] = rows.detach().to(torch.bfloat16).double()
+    z = xb @ merged.t()
+    want_nll, grad = _exact_softmax_xent(z, targets)
+    dz = (z.abs().amax(1) * 2**-8)[:, None]  # [n, 1]
+    assert abs(loss.item() - want_nll.sum().item()) <= 2 * dz.sum().item()
+    bound_h = (2**-7 + 4 * dz) * (grad.abs() @ merged.abs())
+    assert ((h.grad.double() - grad @ merged).abs() <= bound_h).all()
+    want_rows = grad[:, index].t() @ xb
+    bound_r = (grad[:, index].abs() * (2**-7 + 4 * dz)).t() @ xb.abs()
+    assert ((rows.grad.double() - want_rows).abs() <= bound_r).all()
