@@ -655,8 +655,20 @@ def peak_main(result_path: str) -> int:
 # =========================================================================== parent side
 
 
-def run_child(kind: str, spec: dict, workdir: Path, label: str, timeout: float) -> dict:
-    """Run one child process to completion (the only heavy process), return its result."""
+def run_child(
+    kind: str, spec: dict, workdir: Path, label: str, timeout: float, allocator: str = "system"
+) -> dict:
+    """Run one child process to completion (the only heavy process), return its result.
+
+    `allocator` (an `INSTILL_ALLOCATOR` value) is preloaded in the child as the `instill` command
+    preloads it; `system` leaves the C library's malloc (as TRL runs).
+    """
+    from instill.allocator import choose
+
+    chosen = choose(allocator)
+    env = chosen.environ() if chosen else dict(os.environ)
+    if chosen is None:  # this process's own preload (if any) would carry over
+        env.pop("LD_PRELOAD", None)
     spec_path = workdir / f"{label}.spec.json"
     result_path = workdir / f"{label}.result.json"
     log_path = workdir / f"{label}.log"
@@ -671,11 +683,13 @@ def run_child(kind: str, spec: dict, workdir: Path, label: str, timeout: float) 
             stderr=subprocess.STDOUT,
             timeout=timeout,
             check=False,
+            env=env,
         )
     if proc.returncode != 0 or not result_path.is_file():
         tail = log_path.read_text(errors="replace")[-4000:]
         raise RuntimeError(f"{label} failed (exit {proc.returncode}); log tail:\n{tail}")
     result = json.loads(result_path.read_text())
+    result["allocator"] = chosen.name if chosen else "system"
     result["wall_seconds"] = time.perf_counter() - started
     return result
 
@@ -776,14 +790,15 @@ def fmt_ratio(x: float | None) -> str:
 
 def markdown_table(lines: list[dict]) -> str:
     out = [
-        "| system | setting | model | method | supervised tok/s | tok/s | peak RSS GB "
+        "| system | setting | malloc | model | method | supervised tok/s | tok/s | peak RSS GB "
         "(in training) | MFU | vs TRL defaults | vs TRL fastest |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for t in lines:
         f = t["figures"]
         out.append(
-            f"| {t['system']} | {t['setting']} | {t['model']} | {t['method']} "
+            f"| {t['system']} | {t['setting']} | {t['settings'].get('allocator', 'system')} "
+            f"| {t['model']} | {t['method']} "
             f"| {f['supervised_tokens_per_s']:.1f} | {f['tokens_per_s']:.1f} "
             f"| {f['peak_rss_gb']:.2f} ({f['train_peak_rss_gb']:.2f}) | {100 * f['mfu']:.1f}% "
             f"| {fmt_ratio(t['vs_trl_defaults'])} | {fmt_ratio(t['vs_trl_fastest'])} |"
@@ -889,6 +904,19 @@ def main(argv: list[str] | None = None) -> int:
         choices=("same", "both"),
         default="both",
         help="TRL parity runs: on instill's labels only, or also on TRL's own tokenization",
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=("auto", "mimalloc", "jemalloc", "system"),
+        default=os.environ.get("INSTILL_ALLOCATOR") or "auto",
+        help="malloc of instill's runs, as the `instill` command picks it (INSTILL_ALLOCATOR; "
+        "default auto: mimalloc where installed)",
+    )
+    parser.add_argument(
+        "--trl-allocator",
+        choices=("auto", "mimalloc", "jemalloc", "system"),
+        default="system",
+        help="malloc of TRL's runs (default: the C library's, as TRL users run it)",
     )
     parser.add_argument("--rows", type=int, default=0, help="synthetic rows (0: enough)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per child")
@@ -1066,7 +1094,8 @@ def run_all(opts, models, methods, systems, workdir: Path, files: dict):
                     **inputs[model],
                 }
                 log(f"{label}: {spec['steps']} steps ...")
-                res = run_child("--child", spec, workdir, label, opts.timeout)
+                allocator = opts.allocator if system.startswith("instill") else opts.trl_allocator
+                res = run_child("--child", spec, workdir, label, opts.timeout, allocator)
                 fig = summarize(
                     res, method, opts.warmup_steps, peaks[0][peaks[0]["compute"]]["tflops"]
                 )

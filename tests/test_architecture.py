@@ -27,7 +27,7 @@ PACKAGE = "instill"
 #: Top-level packages and modules of `instill`, lowest layer first. Names in one tuple share a
 #: layer. `__init__` is the package root, which re-exports the data types (`Conversation`).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("config", "errors", "atomic", "progress"),  # utilities every stage may use
+    ("config", "errors", "atomic", "progress", "allocator"),  # utilities every stage may use
     ("data", "__init__"),  # rows -> Conversation -> ids + labels -> packed rows
     ("models",),  # loading models and tokenizers
     ("generate",),  # generation with the training renderer

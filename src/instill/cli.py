@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from instill import __version__
+from instill import __version__, allocator
 from instill.errors import InstillError
 
 if TYPE_CHECKING:
@@ -37,6 +37,12 @@ def _quiet_third_party() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the `instill` command itself (not a call from Python)
+        try:
+            allocator.reexec(sys.argv[1:])
+        except InstillError as e:
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+            return 2
     _quiet_third_party()
     parser = build_parser()
     # Overrides (key=value) may come before or after options such as --show.
@@ -65,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="instill", description="Instruction tuning for causal language models."
     )
-    parser.add_argument("--version", action="version", version=f"instill {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"instill {__version__}; allocator: {allocator.describe()}",
+    )
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser(

@@ -15,6 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, set_seed
 
+from instill.allocator import describe as describe_allocator
 from instill.config import Config
 from instill.data.masking import Renderer
 from instill.data.templates import get_template
@@ -413,6 +414,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         base.enable_input_require_grads()
     accelerator.print(f"gradient checkpointing: {'on' if checkpointing else 'off'} ({why})")
+    accelerator.print(f"allocator: {describe_allocator()}")
 
     t = config.train
     global_batch = t.batch_size * accelerator.num_processes * t.grad_accum
