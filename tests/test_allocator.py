@@ -106,3 +106,20 @@ def test_jemalloc_is_found_where_distributions_put_it(tmp_path, monkeypatch):
     found = allocator.choose("jemalloc")
     assert found is not None and found.library == lib.resolve()
     assert found.environ({})["MALLOC_CONF"] == "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def test_a_failed_reexec_warns_and_runs_on(monkeypatch, capsys, tmp_path):
+    lib = tmp_path / "libmimalloc.so"
+    monkeypatch.delenv("INSTILL_ALLOCATOR_REEXEC", raising=False)
+    monkeypatch.setattr(allocator, "loaded", lambda: None)
+    monkeypatch.setattr(allocator, "choose", lambda: allocator.Allocator("mimalloc", lib))
+
+    def refuse(path, args, env):
+        assert env["LD_PRELOAD"].split()[0] == str(lib)
+        assert env["INSTILL_ALLOCATOR_REEXEC"] == "mimalloc"  # the child never re-executes
+        assert args[1:4] == ["-m", "instill.cli", "train"]
+        raise PermissionError("exec refused")
+
+    monkeypatch.setattr(allocator.os, "execve", refuse)
+    allocator.reexec(["train", "c.yaml"])  # returns: the command goes on under glibc
+    assert "not re-executed under mimalloc (exec refused)" in capsys.readouterr().err

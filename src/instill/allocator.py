@@ -152,7 +152,7 @@ def reexec(argv: list[str]) -> None:
     """Replace this process by `python -m instill.cli ARGV` with the chosen allocator preloaded,
     unless it is loaded already, none is chosen or available, or this is the re-executed process.
     Returns only when it does not re-execute."""
-    if os.environ.get(_GUARD) or loaded() is not None:
+    if os.environ.get(_GUARD) or not sys.executable or loaded() is not None:
         return
     allocator = choose()
     if allocator is None:
@@ -161,7 +161,10 @@ def reexec(argv: list[str]) -> None:
     env[_GUARD] = allocator.name
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "instill.cli", *argv], env)
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "instill.cli", *argv], env)
+    except OSError as e:  # cannot re-execute (a sandbox, an odd interpreter): run as it is
+        print(f"warning: not re-executed under {allocator.name} ({e})", file=sys.stderr)
 
 
 def main() -> int:
