@@ -872,6 +872,8 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(argv[1])
     if argv[:1] == ["--peak"]:
         return peak_main(argv[1])
+    from instill.allocator import CHOICES as ALLOCATORS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--models", default="smollm2,gemma", help="comma-separated: tiny, smollm2, gemma"
@@ -907,14 +909,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--allocator",
-        choices=("auto", "mimalloc", "jemalloc", "system"),
+        choices=ALLOCATORS,
         default=os.environ.get("INSTILL_ALLOCATOR") or "auto",
         help="malloc of instill's runs, as the `instill` command picks it (INSTILL_ALLOCATOR; "
         "default auto: mimalloc where installed)",
     )
     parser.add_argument(
         "--trl-allocator",
-        choices=("auto", "mimalloc", "jemalloc", "system"),
+        choices=ALLOCATORS,
         default="system",
         help="malloc of TRL's runs (default: the C library's, as TRL users run it)",
     )

@@ -79,22 +79,17 @@ def _mimalloc() -> Allocator | None:
 
 
 def _jemalloc() -> Allocator | None:
-    candidates = [ctypes.util.find_library("jemalloc"), *_JEMALLOC_PATHS]
-    for name in candidates:
-        if not name:
-            continue
-        path = Path(name)
-        if not path.is_absolute():  # find_library gives a soname; the loader needs a path here
-            path = next((Path(d) / name for d in _lib_dirs() if (Path(d) / name).is_file()), path)
-        if path.is_file():
+    soname = ctypes.util.find_library("jemalloc")  # a soname such as libjemalloc.so.2, or None
+    dirs = sorted({os.path.dirname(p) for p in _JEMALLOC_PATHS})
+    named = [os.path.join(d, soname) for d in dirs] if soname else []
+    for candidate in [*_JEMALLOC_PATHS, *named]:
+        if os.path.isfile(candidate):
             return Allocator(
-                "jemalloc", path.resolve(), {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}
+                "jemalloc",
+                Path(candidate).resolve(),
+                {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
             )
     return None
-
-
-def _lib_dirs() -> list[str]:
-    return [os.path.dirname(p) for p in _JEMALLOC_PATHS] + ["/usr/local/lib"]
 
 
 def choose(setting: str | None = None) -> Allocator | None:

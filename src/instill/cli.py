@@ -41,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             allocator.reexec(sys.argv[1:])
         except InstillError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-            return 2
+            return _print_error(e)
     _quiet_third_party()
     parser = build_parser()
     # Overrides (key=value) may come before or after options such as --show.
@@ -58,13 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except InstillError as e:
-        # One unwrapped line per message: a log keeps it whole (grep finds it), whatever the
-        # console width or the length of the paths in it; a terminal wraps it for display.
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-        return 2
+        return _print_error(e)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
+
+
+def _print_error(e: InstillError) -> int:
+    # One unwrapped line per message: a log keeps it whole (grep finds it), whatever the console
+    # width or the length of the paths in it; a terminal wraps it for display.
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
