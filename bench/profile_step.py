@@ -9,7 +9,8 @@ in the operator itself, not in the operators it calls) to one component:
   `record_function` labels put around the loop's calls (wall time, children included);
 * ``component``: matmuls split by their shapes into the LM head (an operand with the
   vocabulary's size), LoRA's low-rank matmuls (an operand of size r) and the body's linears;
-  attention (SDPA kernels, forward and backward); dtype casts and copies; the optimizer's
+  attention (SDPA kernels, or every operator of instill's CPU attention, its matmuls and
+  compiled kernels included, forward and backward); dtype casts and copies; the optimizer's
   kernels; everything else (norms, activations, rotary, indexing, elementwise).
 
 Each matmul's FLOPs are counted from its shapes, so the table also shows the TFLOP/s each kind of
@@ -57,7 +58,32 @@ def matmul_flops(name: str, shapes: list) -> int:
     return 0
 
 
-def classify(name: str, shapes: list, vocab: int, rank: int | None) -> str:
+# Autograd nodes whose operators are attention or the LM head's loss whatever their names (the
+# matmul attention of `instill.models.cpu_attention`, the fused loss of `models/loss.py`).
+SCOPES = {
+    "CausalAttention": "attention",
+    "CausalAttentionBackward": "attention",
+    "LinearCrossEntropy": "loss (log-softmax, NLL)",
+    "LinearCrossEntropyBackward": "loss (log-softmax, NLL)",
+}
+
+
+def scope_of(ev) -> str | None:
+    """The `SCOPES` component of the nearest enclosing autograd node, if any."""
+    parent = ev.cpu_parent
+    while parent is not None:
+        name = parent.name.removeprefix("autograd::engine::evaluate_function: ")
+        if name in SCOPES:
+            return SCOPES[name]
+        parent = parent.cpu_parent
+    return None
+
+
+def classify(
+    name: str, shapes: list, vocab: int, rank: int | None, scope: str | None = None
+) -> str:
+    if scope == "attention":  # its matmuls too: the attention's, not the body's
+        return scope
     if name in MATMULS:
         flat = {d for s in shapes if isinstance(s, list) for d in s}
         if vocab in flat:
@@ -66,7 +92,9 @@ def classify(name: str, shapes: list, vocab: int, rank: int | None) -> str:
             return "matmul: LoRA low-rank"
         return "matmul: body linears"
     if "scaled_dot_product" in name or "flash_attention" in name or "attention" in name:
-        return "attention (SDPA)"
+        return "attention"
+    if scope is not None:  # a compiled kernel of the loss
+        return scope
     if name in CASTS:
         return "casts and copies"
     if "adam" in name.lower() or name.startswith("aten::_foreach"):
@@ -162,12 +190,13 @@ def profile(opts) -> dict:
         if ev.name.startswith("phase: "):
             phases[ev.name.removeprefix("phase: ")] += ev.cpu_time_total / 1e6
             continue
-        if ev.name.startswith("ProfilerStep") or ev.name.startswith("## "):
+        compiled = ev.name.startswith("## Call CompiledFxGraph")  # a torch.compile'd kernel
+        if ev.name.startswith("ProfilerStep") or (ev.name.startswith("## ") and not compiled):
             continue
         self_s = ev.self_cpu_time_total / 1e6
         if self_s <= 0:
             continue
-        kind = classify(ev.name, ev.input_shapes or [], vocab, rank)
+        kind = classify(ev.name, ev.input_shapes or [], vocab, rank, scope_of(ev))
         comps[kind] += self_s
         ops[ev.name] += self_s
         shaped[f"{ev.name} {ev.input_shapes}"] += self_s

@@ -12,7 +12,9 @@ Here the packed rows' sequences are passed down as a tiny integer tensor of *seq
 function gathers the batch's sequences into buckets of equal padded length (a multiple of
 `BUCKET`) and runs SDPA once per bucket with `is_causal=True`: no mask, GQA native, work ~ the
 sum of the sequences' squared lengths, a handful of kernel calls per layer. Padding goes after a
-sequence's last token, where the causal mask keeps every real query from seeing it.
+sequence's last token, where the causal mask keeps every real query from seeing it. On CPU,
+in bf16 or fp16, a bucket runs through `cpu_attention.causal_attention` (matmuls and compiled
+softmax kernels, 1.7-4x faster than torch's CPU flash kernel) instead of SDPA.
 Sliding-window layers (Gemma 3) get the window as a mask only in a bucket of sequences longer
 than the window. Anything else (a padding mask, generation with a cache, a 4-D float mask) goes
 to transformers' own SDPA function unchanged, so a model switched to this implementation answers
@@ -31,6 +33,8 @@ import itertools
 
 import torch
 import torch.nn.functional as F
+
+from instill.models import cpu_attention
 
 ATTENTION = "instill_packed_sdpa"
 
@@ -159,13 +163,17 @@ def packed_sdpa_attention_forward(
     if sliding_window not in cache:
         cache[sliding_window] = _buckets(attention_mask, sliding_window)
     buckets, inverse = cache[sliding_window]
+    matmuls = cpu_attention.enabled(query, dropout)
     outs = []
     for length, count, gather, keep, windowed in buckets:
         # [count, heads, length, dim]
         q = q_flat.index_select(0, gather).view(count, length, heads, dim).transpose(1, 2)
         k = k_flat.index_select(0, gather).view(count, length, -1, dim).transpose(1, 2)
         v = v_flat.index_select(0, gather).view(count, length, -1, dim).transpose(1, 2)
-        if windowed:
+        if matmuls:
+            window = sliding_window if windowed else None
+            out = cpu_attention.causal_attention(q, k, v, scaling, window)
+        elif windowed:
             i = torch.arange(length, device=q.device)
             mask = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < sliding_window)
             out = F.scaled_dot_product_attention(
