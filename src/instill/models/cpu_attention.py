@@ -31,14 +31,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import torch
+
+from instill.models.compiled import CompiledOrEager
 
 logger = logging.getLogger(__name__)
 
 ENV = "INSTILL_CPU_ATTENTION"
 SCORE_ELEMENTS = 1 << 23  # entries of one block's score tensor (16 MiB in bf16)
 DTYPES = (torch.bfloat16, torch.float16)  # where it was measured faster than SDPA's kernel
+SDPA_AFTER_FAILURE = "this call runs eagerly, later ones through SDPA"
 
 
 def _keep(rows: int, cols: int, queries: int, q_start: int, k_start: int, window: int):
@@ -79,30 +83,24 @@ def _grads(scores, lse, dout, out, dprobs, scale: float, queries, q_start, k_sta
 
 
 class _Kernels:
-    """`_probs` and `_grads` compiled at first use; eager where compiling fails (and then
-    `failed`, so that callers go back to SDPA)."""
+    """`_probs` and `_grads` by name, each `CompiledOrEager`; once one fails to compile, every
+    call runs eagerly and `failed` sends later attention calls back to SDPA."""
 
     def __init__(self) -> None:
-        self.compiled: dict[str, object] = {}
-        self.failed = False
+        self.compiled: dict[str, Callable] = {}
 
-    def __call__(self, name: str, fn, *args):
+    @property
+    def failed(self) -> bool:
+        return any(getattr(k, "failed", False) for k in self.compiled.values())
+
+    def __call__(self, name: str, fn: Callable, *args):
         if self.failed:
             return fn(*args)
         if name not in self.compiled:
-            self.compiled[name] = torch.compile(fn, dynamic=True)
-        try:
-            return self.compiled[name](*args)
-        except Exception as err:  # any compiler failure: the same arithmetic, eagerly
-            self.failed = True
-            logger.warning(
-                "compiling instill's CPU attention failed (%s: %s); this call runs eagerly, "
-                "later ones through SDPA. Set %s=0 to skip the attempt.",
-                type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
-                ENV,
+            self.compiled[name] = CompiledOrEager(
+                fn, "instill's CPU attention", ENV, logger, SDPA_AFTER_FAILURE
             )
-            return fn(*args)
+        return self.compiled[name](*args)
 
 
 kernels = _Kernels()

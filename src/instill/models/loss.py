@@ -17,7 +17,6 @@ is what makes batch 8 x accumulation 1 equal batch 1 x accumulation 8 and 2 rank
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from instill.data.masking import IGNORE_INDEX
+from instill.models.compiled import CompiledOrEager
 from instill.models.packed_attention import ATTENTION, packed_sequence_ids
 
 CHUNK_BYTES = 256 * 2**20  # a chunk's `[chunk, vocab]` fp32 log-probabilities at most
@@ -217,34 +217,12 @@ def _softmax_xent_grad(logits: torch.Tensor, targets: torch.Tensor):
     return nll, grad.to(logits.dtype)
 
 
-class _FusedSoftmax:
-    """`_softmax_xent_grad` through `torch.compile` (one kernel: inductor's C++ on CPU, Triton
-    on CUDA), built at first use; where compiling is off (`INSTILL_FUSED_SOFTMAX=0`) or fails
-    (no C++ compiler, say), the same function runs eagerly (correct, not faster), said once."""
+class _FusedSoftmax(CompiledOrEager):
+    """`_softmax_xent_grad` through `torch.compile` (one kernel), built at first use; where
+    compiling is off (`INSTILL_FUSED_SOFTMAX=0`) or fails, the same function runs eagerly."""
 
     def __init__(self) -> None:
-        self._fn = None
-
-    def __call__(self, logits: torch.Tensor, targets: torch.Tensor):
-        if self._fn is None:
-            if os.environ.get(FUSED_SOFTMAX_ENV, "1") == "0":
-                self._fn = _softmax_xent_grad
-            else:
-                self._fn = torch.compile(_softmax_xent_grad, dynamic=True)
-        if self._fn is _softmax_xent_grad:
-            return _softmax_xent_grad(logits, targets)
-        try:
-            return self._fn(logits, targets)
-        except Exception as err:  # any compiler failure: the same arithmetic, eagerly
-            logger.warning(
-                "compiling the fused LM-head softmax failed (%s: %s); computing it eagerly "
-                "(slower, same result). Set %s=0 to skip the attempt.",
-                type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
-                FUSED_SOFTMAX_ENV,
-            )
-            self._fn = _softmax_xent_grad
-            return _softmax_xent_grad(logits, targets)
+        super().__init__(_softmax_xent_grad, "the fused LM-head softmax", FUSED_SOFTMAX_ENV, logger)
 
 
 fused_softmax = _FusedSoftmax()
