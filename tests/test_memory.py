@@ -109,6 +109,8 @@ def test_auto_checkpoints_only_over_the_budget(tmp_path, capsys, train, expected
     assert base.is_activation_checkpointing is expected
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith("gradient checkpointing:"))
+    compute = next(x for x in out.splitlines() if x.startswith("compute: "))
+    assert compute.startswith(("compute: float32 on cpu", "compute: bfloat16 on cpu"))
     assert line.startswith(f"gradient checkpointing: {'on' if expected else 'off'}")
     assert reason in line
     if "memory_budget_gb" in train and train.get("gradient_checkpointing", "auto") == "auto":

@@ -20,6 +20,7 @@ from instill.models.load import (
     ModelLoadError,
     choose_attn_implementation,
     cpu_has_native_bf16,
+    describe_compute,
     detect_compute_dtype,
     load_model,
     resize_embeddings_for_tokenizer,
@@ -63,6 +64,23 @@ def test_cpu_bf16_detection_reads_cpu_flags(monkeypatch, cpuinfo, native):
     expected = torch.bfloat16 if native else torch.float32
     assert detect_compute_dtype("cpu") == expected
     assert detect_compute_dtype(torch.device("cpu")) == expected
+
+
+def test_compute_line_says_when_a_cpu_lacks_native_bf16(monkeypatch):
+    monkeypatch.setattr(load, "_read_cpuinfo", lambda: X86_PLAIN)
+    line = describe_compute(detect_compute_dtype("cpu"), "cpu")
+    assert line.startswith("float32 on cpu (this CPU has no native bf16")
+    assert "AVX-512 bf16 nor AMX" in line and "GPU" in line
+    # bf16 asked for explicitly on such a CPU: emulated, said so
+    assert describe_compute(torch.bfloat16, "cpu") == (
+        "bfloat16 on cpu (emulated on this CPU: far slower than float32)"
+    )
+    monkeypatch.setattr(load, "_read_cpuinfo", lambda: X86_AVX512_BF16)
+    assert describe_compute(detect_compute_dtype("cpu"), "cpu") == (
+        "bfloat16 on cpu (native on this CPU)"
+    )
+    assert describe_compute(torch.float32, "cpu") == "float32 on cpu"  # chosen, not forced
+    assert describe_compute(torch.bfloat16, torch.device("cuda:0")) == "bfloat16 on cuda"
 
 
 def test_cuda_dtype_follows_bf16_support(monkeypatch):

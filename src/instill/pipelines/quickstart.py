@@ -49,6 +49,7 @@ def run_quickstart(config: Config, log=print) -> dict:
     from instill.eval.runner import compare, evaluate, write_report
     from instill.generate.engine import SamplingConfig
     from instill.models.bundle import load_bundle
+    from instill.models.load import describe_compute
     from instill.train.loop import train
 
     started = time.perf_counter()
@@ -73,6 +74,7 @@ def run_quickstart(config: Config, log=print) -> dict:
     steps = 5 if config.quickstart.dpo.enabled else 3
     log(f"[1/{steps}] evaluating the base model {config.model.path}")
     base = load_bundle(config.model.path, name="base", template=data.template)
+    log(f"compute: {describe_compute(base.model.dtype, base.model.device)}")
     records = evaluate(base, tasks, sampling, bar=True)
     del base
     gc.collect()

@@ -339,6 +339,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
     """Assemble data, model, optimizer and schedule for `config`."""
     from instill.models.load import (
         choose_attn_implementation,
+        describe_compute,
         load_model,
         quantize_linear_4bit,
         resize_embeddings_for_tokenizer,
@@ -413,6 +414,7 @@ def build_run(config: Config, resume: bool = False) -> Run:
         else:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         base.enable_input_require_grads()
+    accelerator.print(f"compute: {describe_compute(compute, accelerator.device)}")
     accelerator.print(f"gradient checkpointing: {'on' if checkpointing else 'off'} ({why})")
     accelerator.print(f"allocator: {describe_allocator()}")
 
