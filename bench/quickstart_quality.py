@@ -27,12 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/quickstart.yaml"
 SETTINGS: dict[str, list[str]] = {
-    # configs/quickstart.yaml as shipped (make demo): Gemma 3 270M base, LoRA r=16, 28 rows per
-    # family (40% with added constraints), one epoch
+    # configs/quickstart.yaml as shipped (make demo): Gemma 3 270M base, LoRA r64, 24 rows per
+    # short-answer family and 40 per long-form family (90% with added constraints), two epochs
     "default": [],
     # the same, plus the DPO stage (instill quickstart --dpo)
     "dpo": ["quickstart.dpo.enabled=true"],
-    # the longer recipe: configs/quality.yaml (rank 64, twice the rows, 2 epochs, DPO)
+    # the longer recipe: configs/quality.yaml (rank 64, 80 rows per long-form family, 3 epochs)
     "quality": ["--config=configs/quality.yaml"],
     # more compute: twice the rows, 3 epochs, rank 64
     "longer": [

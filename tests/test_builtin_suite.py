@@ -289,6 +289,10 @@ def test_quickstart_runs_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "base vs tuned per split" in out and "heldout_families" in out
+    # before the base evaluation: what the run computes in (and, without native bf16, why slow)
+    lines = out.splitlines()
+    first_eval = next(i for i, x in enumerate(lines) if x.startswith("[1/3] evaluating"))
+    assert lines[first_eval + 1].startswith(("compute: float32 on cpu", "compute: bfloat16 on cpu"))
     report = json.loads((tmp_path / "qs" / "report" / "report.json").read_text())
     comp = report["comparison"]
     assert comp["models"] == ["base", "tuned"]
